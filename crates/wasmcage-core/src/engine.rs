@@ -1,0 +1,186 @@
+//! The shared engine: one wasmtime `Engine`, one linker, one epoch ticker, and the observers.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmcage_events::{CompileEvent, Event, ModuleHash, ModuleInfo, NoopObserver, Observer};
+use wasmtime::Linker;
+
+use crate::module::Module;
+use crate::sandbox::StoreState;
+use crate::{Error, wasi_guard};
+
+/// How the engine is built. The defaults suit untrusted code; see each field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// The most wasm stack a guest may use, in bytes (default 512 KiB). Deeper recursion ends
+    /// in the `stack_overflow` outcome. wasmtime fixes this per engine, not per execution.
+    pub max_wasm_stack: usize,
+    /// Whether the engine meters fuel (default on). Metering costs a little speed; without
+    /// it, [`Limits::fuel`](crate::Limits::fuel) cannot be enforced and is rejected.
+    pub consume_fuel: bool,
+    /// How often the epoch ticks (default 1 ms): the resolution of wall-clock timeouts.
+    pub epoch_tick: Duration,
+    /// Whether compilation uses all cores (default on).
+    pub parallel_compilation: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_wasm_stack: 512 * 1024,
+            consume_fuel: true,
+            epoch_tick: Duration::from_millis(1),
+            parallel_compilation: true,
+        }
+    }
+}
+
+/// The compilation and execution engine, shared by every sandbox of a process.
+///
+/// Cloning is cheap and shares everything. Create one per process (or per distinct
+/// configuration) and hand clones to the sandboxes; modules compiled by one engine only run
+/// in sandboxes of the same engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+pub(crate) struct EngineInner {
+    pub(crate) wasmtime: wasmtime::Engine,
+    pub(crate) linker: Linker<StoreState>,
+    pub(crate) observer: Arc<dyn Observer>,
+    pub(crate) config: EngineConfig,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// An engine with this configuration and no observers.
+    pub fn new(config: EngineConfig) -> Result<Self, Error> {
+        Self::with_observer(config, Arc::new(NoopObserver))
+    }
+
+    /// An engine with this configuration whose events go to `observer` (use
+    /// [`FanOut`](wasmcage_events::FanOut) for several).
+    pub fn with_observer(config: EngineConfig, observer: Arc<dyn Observer>) -> Result<Self, Error> {
+        if config.epoch_tick.is_zero() {
+            return Err(Error::Config(
+                "the epoch tick must be longer than zero".into(),
+            ));
+        }
+        let mut wt = wasmtime::Config::new();
+        wt.consume_fuel(config.consume_fuel)
+            .epoch_interruption(true)
+            .max_wasm_stack(config.max_wasm_stack)
+            .parallel_compilation(config.parallel_compilation);
+        let wasmtime = wasmtime::Engine::new(&wt).map_err(|e| {
+            Error::Config(format!("wasmtime rejected the engine configuration: {e}"))
+        })?;
+
+        let mut linker = Linker::new(&wasmtime);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut StoreState| {
+            // Modules that import WASI always get a context (see `Sandbox::execute`), so
+            // this projection only runs when one exists.
+            s.wasi
+                .as_mut()
+                .expect("a WASI context exists for modules that import WASI")
+        })
+        .map_err(|e| Error::Internal(format!("cannot link WASI: {e}")))?;
+        wasi_guard::install(&mut linker)
+            .map_err(|e| Error::Internal(format!("cannot install the WASI guard: {e}")))?;
+
+        spawn_epoch_ticker(&wasmtime, config.epoch_tick);
+        Ok(Engine {
+            inner: Arc::new(EngineInner {
+                wasmtime,
+                linker,
+                observer,
+                config,
+            }),
+        })
+    }
+
+    /// The configuration this engine was built with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn inner(&self) -> &EngineInner {
+        &self.inner
+    }
+
+    /// Compiles a module from WebAssembly binary or WAT text.
+    ///
+    /// Malformed or invalid input is an [`Error::InvalidModule`] that says what is wrong;
+    /// observers see a `ModuleRejected` event for it, and a `ModuleCompiled` event otherwise.
+    pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<Module, Error> {
+        let result = self.compile_inner(name, bytes);
+        if let Err(Error::InvalidModule { reason, .. }) = &result {
+            self.inner
+                .observer
+                .on_event(&Event::ModuleRejected { name, reason });
+        }
+        result
+    }
+
+    fn compile_inner(&self, name: &str, bytes: &[u8]) -> Result<Module, Error> {
+        let invalid = |reason: String| Error::InvalidModule {
+            name: name.to_owned(),
+            reason,
+        };
+        let binary = wat::parse_bytes(bytes).map_err(|e| invalid(e.to_string()))?;
+        let hash = ModuleHash(Sha256::digest(&binary).into());
+        let info = ModuleInfo::new(name, hash);
+        let start = Instant::now();
+        let module = wasmtime::Module::from_binary(&self.inner.wasmtime, &binary)
+            .map_err(|e| invalid(format!("{e:?}")))?;
+        let event = CompileEvent {
+            module: info.clone(),
+            size_bytes: binary.len() as u64,
+            duration: start.elapsed(),
+        };
+        self.inner.observer.on_event(&Event::ModuleCompiled(&event));
+        Module::new(self, module, info, binary.len() as u64)
+    }
+
+    /// Reads and compiles a `.wasm` or `.wat` file; the module is named after the file.
+    pub fn compile_file(&self, path: &std::path::Path) -> Result<Module, Error> {
+        let bytes = std::fs::read(path).map_err(|source| Error::ReadModule {
+            path: path.to_owned(),
+            source,
+        })?;
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        self.compile(&name, &bytes)
+    }
+}
+
+/// Starts the thread that advances the engine's epoch. It holds only a weak reference, so
+/// it ends by itself once the engine is dropped.
+fn spawn_epoch_ticker(engine: &wasmtime::Engine, tick: Duration) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new()
+        .name("wasmcage-epoch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(tick);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        });
+    // Without the ticker timeouts would never fire; failing to spawn a thread at startup
+    // means the process is out of resources, and carrying on would be unsafe.
+    spawned.expect("spawn the epoch ticker thread");
+}

@@ -1,0 +1,145 @@
+//! A compiled module, pre-linked against the engine's imports.
+
+use std::sync::{Arc, OnceLock};
+
+use wasmcage_events::ModuleInfo;
+use wasmtime::{ExternType, FuncType, InstancePre};
+
+use crate::sandbox::StoreState;
+use crate::{Engine, Error, ValueType};
+
+/// The name of the WASI preview 1 import module.
+pub(crate) const WASI_P1: &str = "wasi_snapshot_preview1";
+
+/// A compiled module, ready to run in any sandbox of the engine that compiled it.
+///
+/// Cloning is cheap. Compilation and linking happen once; each execution only instantiates.
+#[derive(Clone)]
+pub struct Module {
+    inner: Arc<ModuleInner>,
+}
+
+struct ModuleInner {
+    engine: Engine,
+    module: wasmtime::Module,
+    info: ModuleInfo,
+    size_bytes: u64,
+    imports_wasi: bool,
+    pre: OnceLock<InstancePre<StoreState>>,
+}
+
+/// One exported function and its signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportInfo {
+    /// The export's name.
+    pub name: String,
+    /// Parameter types; `None` if the export uses a type the host cannot pass.
+    pub params: Option<Vec<ValueType>>,
+    /// Result types; `None` if the export uses a type the host cannot receive.
+    pub results: Option<Vec<ValueType>>,
+}
+
+impl std::fmt::Debug for Module {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Module")
+            .field("info", &self.inner.info)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Module {
+    pub(crate) fn new(
+        engine: &Engine,
+        module: wasmtime::Module,
+        info: ModuleInfo,
+        size_bytes: u64,
+    ) -> Result<Self, Error> {
+        let mut imports_wasi = false;
+        for import in module.imports() {
+            if import.module() == WASI_P1 {
+                imports_wasi = true;
+            } else {
+                return Err(Error::UnsupportedImport {
+                    module: info.name.to_string(),
+                    import_module: import.module().to_owned(),
+                    import_name: import.name().to_owned(),
+                });
+            }
+        }
+        Ok(Module {
+            inner: Arc::new(ModuleInner {
+                engine: engine.clone(),
+                module,
+                info,
+                size_bytes,
+                imports_wasi,
+                pre: OnceLock::new(),
+            }),
+        })
+    }
+
+    /// The module's name and content hash.
+    pub fn info(&self) -> &ModuleInfo {
+        &self.inner.info
+    }
+
+    /// The size of the module's binary, in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        self.inner.size_bytes
+    }
+
+    /// Whether the module imports WASI preview 1.
+    pub fn imports_wasi(&self) -> bool {
+        self.inner.imports_wasi
+    }
+
+    /// The exported functions and their signatures, in the module's order.
+    pub fn exports(&self) -> Vec<ExportInfo> {
+        self.inner
+            .module
+            .exports()
+            .filter_map(|e| match e.ty() {
+                ExternType::Func(f) => Some(ExportInfo {
+                    name: e.name().to_owned(),
+                    params: f.params().map(|t| ValueType::from_wasmtime(&t)).collect(),
+                    results: f.results().map(|t| ValueType::from_wasmtime(&t)).collect(),
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// The export's function type, or a clear error naming what does exist.
+    pub(crate) fn func_type(&self, export: &str) -> Result<FuncType, Error> {
+        match self.inner.module.get_export(export) {
+            Some(ExternType::Func(f)) => Ok(f),
+            _ => Err(Error::ExportNotFound {
+                module: self.inner.info.name.to_string(),
+                export: export.to_owned(),
+                available: self.exports().into_iter().map(|e| e.name).collect(),
+            }),
+        }
+    }
+
+    /// The module linked against the engine's imports, linked once and then shared.
+    pub(crate) fn instance_pre(&self) -> Result<&InstancePre<StoreState>, Error> {
+        if let Some(pre) = self.inner.pre.get() {
+            return Ok(pre);
+        }
+        let pre = self
+            .inner
+            .engine
+            .inner()
+            .linker
+            .instantiate_pre(&self.inner.module)
+            .map_err(|e| Error::InvalidModule {
+                name: self.inner.info.name.to_string(),
+                reason: format!("cannot link its imports: {e}"),
+            })?;
+        Ok(self.inner.pre.get_or_init(|| pre))
+    }
+}

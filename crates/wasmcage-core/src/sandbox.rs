@@ -1,0 +1,463 @@
+//! The sandbox: runs exports and WASI commands under [`Limits`], one fresh instance each.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmcage_events::{
+    Event, ExecutionId, ExecutionKind, ExecutionReport, InstantiateEvent, LimitKind, Outcome,
+    SecurityAction, SecurityEvent, SecurityEventKind, TrapKind,
+};
+use wasmtime::{Store, UpdateDeadline, Val};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+
+use crate::classify::classify;
+use crate::limits::{LimitBreach, Limiter};
+use crate::output::BoundedOutput;
+use crate::{Engine, Error, Limits, Module, Value, ValueType};
+
+/// The per-execution state wasmtime keeps in each store.
+pub(crate) struct StoreState {
+    pub(crate) limiter: Limiter,
+    pub(crate) wasi: Option<WasiP1Ctx>,
+    /// When the WASI context was created: the zero of its monotonic clock.
+    pub(crate) wasi_clock_start: Instant,
+    pub(crate) deadline: Instant,
+    pub(crate) timeout: Duration,
+}
+
+/// Input for a WASI command.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandInput {
+    /// Arguments after the program name; the guest sees the module's name as `argv[0]`.
+    pub args: Vec<String>,
+    /// Bytes the guest reads from stdin; after them, stdin is at end of file.
+    pub stdin: Vec<u8>,
+}
+
+/// What a call of an export produced.
+#[derive(Debug, Clone)]
+pub struct CallOutput {
+    /// The export's results; empty unless the outcome is [`Outcome::Completed`].
+    pub results: Vec<Value>,
+    /// How the execution went.
+    pub report: ExecutionReport,
+}
+
+/// What a WASI command produced.
+#[derive(Debug, Clone)]
+pub struct CommandOutput {
+    /// Captured stdout, cut at the limit.
+    pub stdout: Vec<u8>,
+    /// Captured stderr, cut at the limit.
+    pub stderr: Vec<u8>,
+    /// How the execution went.
+    pub report: ExecutionReport,
+}
+
+/// Builds a [`Sandbox`]. Nothing is granted unless asked for.
+#[derive(Debug, Clone)]
+pub struct SandboxBuilder {
+    engine: Engine,
+    limits: Limits,
+}
+
+impl SandboxBuilder {
+    /// Sets every resource limit at once.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Checks the configuration and builds the sandbox.
+    pub fn build(self) -> Result<Sandbox, Error> {
+        let l = &self.limits;
+        if l.fuel.is_some() && !self.engine.config().consume_fuel {
+            return Err(Error::Config(
+                "a fuel limit was set, but this engine does not meter fuel; enable \
+                 EngineConfig::consume_fuel or remove the fuel limit"
+                    .into(),
+            ));
+        }
+        if l.timeout.is_zero() {
+            return Err(Error::Config("the timeout must be longer than zero".into()));
+        }
+        if l.memory_bytes == 0 {
+            return Err(Error::Config(
+                "the memory limit must be larger than zero".into(),
+            ));
+        }
+        Ok(Sandbox {
+            inner: Arc::new(SandboxInner {
+                engine: self.engine,
+                limits: self.limits,
+            }),
+        })
+    }
+}
+
+/// Runs untrusted modules under fixed limits. Every execution gets a fresh instance that is
+/// torn down afterwards, so nothing of one execution is ever seen by the next.
+///
+/// Cloning is cheap; clones share configuration, and executions on clones are independent.
+///
+/// What a guest gets by default, and nothing more: its arguments, the stdin bytes given,
+/// stdout and stderr captured up to a limit, the host's clocks and a random source. It gets no
+/// environment variables, no files or directories and no network.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    inner: Arc<SandboxInner>,
+}
+
+#[derive(Debug)]
+struct SandboxInner {
+    engine: Engine,
+    limits: Limits,
+}
+
+/// What the shared execution path needs to know about one execution.
+struct Plan<'a> {
+    kind: ExecutionKind,
+    entry: &'a str,
+    params: Vec<Val>,
+    results: usize,
+    command: Option<CommandInput>,
+}
+
+struct Finished {
+    results: Vec<Value>,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    report: ExecutionReport,
+}
+
+impl Sandbox {
+    /// Starts building a sandbox on this engine, with default [`Limits`].
+    pub fn builder(engine: &Engine) -> SandboxBuilder {
+        SandboxBuilder {
+            engine: engine.clone(),
+            limits: Limits::default(),
+        }
+    }
+
+    /// The limits every execution of this sandbox runs under.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// Calls the export `export` with `args` and returns its results and report.
+    ///
+    /// A missing export or arguments of the wrong number or type are an [`Error`]; a guest
+    /// that traps or breaks a limit is a report with that outcome and no results.
+    ///
+    /// This blocks the calling thread for up to the timeout. From async code use
+    /// [`Sandbox::call_async`].
+    pub fn call(&self, module: &Module, export: &str, args: &[Value]) -> Result<CallOutput, Error> {
+        let ty = module.func_type(export)?;
+        let signature = || Error::UnsupportedSignature {
+            export: export.to_owned(),
+            signature: format!("{ty:?}"),
+        };
+        let expected = ty
+            .params()
+            .map(|t| ValueType::from_wasmtime(&t))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(signature)?;
+        if ty.results().any(|t| ValueType::from_wasmtime(&t).is_none()) {
+            return Err(signature());
+        }
+        let given: Vec<ValueType> = args.iter().map(Value::ty).collect();
+        if expected != given {
+            return Err(Error::ArgumentMismatch {
+                export: export.to_owned(),
+                expected,
+                given,
+            });
+        }
+        let plan = Plan {
+            kind: ExecutionKind::Call,
+            entry: export,
+            params: args.iter().map(|a| a.to_wasmtime()).collect(),
+            results: ty.results().len(),
+            command: None,
+        };
+        let done = self.execute(module, plan)?;
+        Ok(CallOutput {
+            results: done.results,
+            report: done.report,
+        })
+    }
+
+    /// Runs the module as a WASI command: `_start` with `input`'s arguments and stdin, and
+    /// stdout and stderr captured up to their limits.
+    ///
+    /// This blocks the calling thread for up to the timeout. From async code use
+    /// [`Sandbox::run_command_async`].
+    pub fn run_command(
+        &self,
+        module: &Module,
+        input: CommandInput,
+    ) -> Result<CommandOutput, Error> {
+        match module.func_type("_start") {
+            Ok(ty) if ty.params().len() == 0 && ty.results().len() == 0 => {}
+            _ => {
+                return Err(Error::NotACommand {
+                    module: module.info().name.to_string(),
+                });
+            }
+        }
+        let plan = Plan {
+            kind: ExecutionKind::Command,
+            entry: "_start",
+            params: Vec::new(),
+            results: 0,
+            command: Some(input),
+        };
+        let done = self.execute(module, plan)?;
+        Ok(CommandOutput {
+            stdout: done.stdout,
+            stderr: done.stderr,
+            report: done.report,
+        })
+    }
+
+    /// [`Sandbox::call`] for async callers: the execution runs on tokio's blocking pool, so
+    /// the runtime's workers are never blocked by a guest.
+    pub async fn call_async(
+        &self,
+        module: &Module,
+        export: &str,
+        args: &[Value],
+    ) -> Result<CallOutput, Error> {
+        let (sandbox, module, export, args) = (
+            self.clone(),
+            module.clone(),
+            export.to_owned(),
+            args.to_vec(),
+        );
+        join(tokio::task::spawn_blocking(move || sandbox.call(&module, &export, &args)).await)
+    }
+
+    /// [`Sandbox::run_command`] for async callers; see [`Sandbox::call_async`].
+    pub async fn run_command_async(
+        &self,
+        module: &Module,
+        input: CommandInput,
+    ) -> Result<CommandOutput, Error> {
+        let (sandbox, module) = (self.clone(), module.clone());
+        join(tokio::task::spawn_blocking(move || sandbox.run_command(&module, input)).await)
+    }
+
+    /// The one execution path: a fresh store and instance, the entry called, the outcome
+    /// classified, the report built and sent to the observers once.
+    fn execute(&self, module: &Module, plan: Plan<'_>) -> Result<Finished, Error> {
+        let engine = self.inner.engine.inner();
+        if !wasmtime::Engine::same(&engine.wasmtime, &module.engine().inner().wasmtime) {
+            return Err(Error::Config(
+                "the module was compiled by a different engine than this sandbox's".into(),
+            ));
+        }
+        let pre = module.instance_pre()?;
+        let limits = &self.inner.limits;
+        let observer = &*engine.observer;
+        let execution_id = ExecutionId::next();
+        let started = Instant::now();
+        let deadline = started + limits.timeout;
+
+        let stdout = BoundedOutput::new(limits.max_stdout_bytes);
+        let stderr = BoundedOutput::new(limits.max_stderr_bytes);
+        let wasi = (module.imports_wasi()).then(|| {
+            let input = plan.command.clone().unwrap_or_default();
+            let mut argv = Vec::with_capacity(input.args.len() + 1);
+            argv.push(module.info().name.to_string());
+            argv.extend(input.args);
+            let mut builder = WasiCtxBuilder::new();
+            builder
+                .args(&argv)
+                .stdin(MemoryInputPipe::new(input.stdin))
+                .stdout(stdout.clone())
+                .stderr(stderr.clone())
+                .allow_blocking_current_thread(true);
+            builder.build_p1()
+        });
+
+        let mut store = Store::new(
+            &engine.wasmtime,
+            StoreState {
+                limiter: Limiter::new(limits),
+                wasi,
+                wasi_clock_start: Instant::now(),
+                deadline,
+                timeout: limits.timeout,
+            },
+        );
+        store.limiter(|s| &mut s.limiter);
+        let fuel_given = engine
+            .config
+            .consume_fuel
+            .then(|| limits.fuel.unwrap_or(u64::MAX));
+        if let Some(fuel) = fuel_given {
+            store
+                .set_fuel(fuel)
+                .map_err(|e| Error::Internal(format!("cannot set fuel: {e}")))?;
+        }
+        let tick = engine.config.epoch_tick;
+        store.set_epoch_deadline(ticks(limits.timeout, tick));
+        let timeout = limits.timeout;
+        store.epoch_deadline_callback(move |_| {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(wasmtime::Error::new(LimitBreach {
+                    kind: LimitKind::Timeout,
+                    requested: timeout.as_millis() as u64,
+                    limit: timeout.as_millis() as u64,
+                }));
+            }
+            Ok(UpdateDeadline::Continue(ticks(deadline - now, tick)))
+        });
+
+        let mut results = vec![Val::I32(0); plan.results];
+        let instantiate_started = Instant::now();
+        let instance = pre.instantiate(&mut store);
+        let instantiate_duration = instantiate_started.elapsed();
+        let (outcome, message, instantiated) = match instance {
+            Err(e) => {
+                let c = classify(&e);
+                (c.outcome, c.message, false)
+            }
+            Ok(instance) => {
+                let event = InstantiateEvent {
+                    module: module.info().clone(),
+                    execution_id,
+                    duration: instantiate_duration,
+                };
+                observer.on_event(&Event::InstanceCreated(&event));
+                let func = instance
+                    .get_func(&mut store, plan.entry)
+                    .ok_or_else(|| Error::Internal(format!("export `{}` vanished", plan.entry)))?;
+                match func.call(&mut store, &plan.params, &mut results) {
+                    Ok(()) => (Outcome::Completed, None, true),
+                    Err(e) => {
+                        let c = classify(&e);
+                        (c.outcome, c.message, true)
+                    }
+                }
+            }
+        };
+
+        let fuel_consumed = fuel_given.map(|given| given - store.get_fuel().unwrap_or(0));
+        let state = store.into_data();
+        let duration = started.elapsed();
+        if instantiated {
+            observer.on_event(&Event::InstanceDestroyed {
+                module: module.info(),
+            });
+        }
+        let (stdout, stdout_bytes, stdout_truncated) = stdout.finish();
+        let (stderr, stderr_bytes, stderr_truncated) = stderr.finish();
+        let exit_code = match (outcome, plan.kind) {
+            (Outcome::Exited(code), _) => Some(code),
+            (Outcome::Completed, ExecutionKind::Command) => Some(0),
+            _ => None,
+        };
+        let results = if outcome == Outcome::Completed {
+            results.iter().filter_map(Value::from_wasmtime).collect()
+        } else {
+            Vec::new()
+        };
+        let report = ExecutionReport {
+            execution_id,
+            module: module.info().clone(),
+            kind: plan.kind,
+            entry: plan.entry.to_owned(),
+            outcome,
+            exit_code,
+            message,
+            duration,
+            instantiate_duration,
+            fuel_consumed,
+            fuel_limit: limits.fuel.filter(|_| fuel_given.is_some()),
+            memory_peak_bytes: state.limiter.memory_peak,
+            memory_limit_bytes: limits.memory_bytes,
+            stdout_bytes,
+            stderr_bytes,
+            stdout_truncated,
+            stderr_truncated,
+        };
+        self.report_security(&report, state.limiter.breach);
+        observer.on_event(&Event::ExecutionFinished(&report));
+        Ok(Finished {
+            results,
+            stdout,
+            stderr,
+            report,
+        })
+    }
+
+    /// Tells the observers of every limit the execution ran into.
+    fn report_security(&self, report: &ExecutionReport, breach: Option<LimitBreach>) {
+        let limits = &self.inner.limits;
+        let observer = &*self.inner.engine.inner().observer;
+        let emit = |limit: LimitKind, target: String, action: SecurityAction| {
+            observer.on_event(&Event::Security(&SecurityEvent {
+                kind: SecurityEventKind::LimitExceeded(limit),
+                capability: limit.as_str(),
+                target,
+                action,
+                module: report.module.clone(),
+                execution_id: report.execution_id,
+            }));
+        };
+        let terminated = match report.outcome {
+            Outcome::OutOfFuel => Some((
+                LimitKind::Fuel,
+                format!("{} fuel", limits.fuel.unwrap_or(0)),
+            )),
+            Outcome::Timeout => Some((
+                LimitKind::Timeout,
+                format!("{} ms", limits.timeout.as_millis()),
+            )),
+            Outcome::StackOverflow => Some((
+                LimitKind::Stack,
+                format!("{} bytes", self.inner.engine.config().max_wasm_stack),
+            )),
+            Outcome::MemoryLimit
+            | Outcome::Trap(TrapKind::TableLimit | TrapKind::InstanceLimit) => {
+                let kind = breach.map_or(LimitKind::Instances, |b| b.kind);
+                let target = breach.map_or_else(
+                    || format!("{} instances", limits.instances),
+                    |b| format!("{} requested, {} allowed", b.requested, b.limit),
+                );
+                Some((kind, target))
+            }
+            _ => None,
+        };
+        if let Some((kind, target)) = terminated {
+            emit(kind, target, SecurityAction::Terminated);
+        }
+        if report.stdout_truncated {
+            emit(
+                LimitKind::Output,
+                format!("stdout {} bytes", limits.max_stdout_bytes),
+                SecurityAction::Truncated,
+            );
+        }
+        if report.stderr_truncated {
+            emit(
+                LimitKind::Output,
+                format!("stderr {} bytes", limits.max_stderr_bytes),
+                SecurityAction::Truncated,
+            );
+        }
+    }
+}
+
+/// The number of epoch ticks that covers `d`, at least one.
+fn ticks(d: Duration, tick: Duration) -> u64 {
+    (d.as_nanos().div_ceil(tick.as_nanos())).clamp(1, u64::MAX as u128) as u64
+}
+
+fn join<T>(joined: Result<Result<T, Error>, tokio::task::JoinError>) -> Result<T, Error> {
+    joined.unwrap_or_else(|e| Err(Error::Internal(format!("the execution thread failed: {e}"))))
+}

@@ -1,0 +1,156 @@
+//! A deadline-aware `poll_oneoff`.
+//!
+//! wasmtime-wasi's preview 1 `poll_oneoff` sleeps on the calling thread, where epoch
+//! interruption cannot reach it: a guest that asks to sleep for an hour would hold its
+//! thread for an hour, whatever its timeout. This replacement sleeps at most until the
+//! execution's deadline and then ends the execution with the `timeout` outcome.
+//!
+//! It supports what guests use `poll_oneoff` for in practice, sleeping on clocks (relative
+//! or absolute, realtime or monotonic). Subscriptions on file descriptors are answered at
+//! once with `ENOTSUP` in their event, because a sandbox's descriptors are in-memory pipes
+//! and preopened directories that are always ready.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use wasmcage_events::LimitKind;
+use wasmtime::{Caller, Extern, Linker};
+
+use crate::limits::LimitBreach;
+use crate::module::WASI_P1;
+use crate::sandbox::StoreState;
+
+const SUBSCRIPTION_SIZE: usize = 48;
+const EVENT_SIZE: usize = 32;
+const TAG_CLOCK: u8 = 0;
+const CLOCK_REALTIME: u32 = 0;
+const CLOCK_MONOTONIC: u32 = 1;
+const FLAG_ABSTIME: u16 = 1;
+const ERRNO_SUCCESS: i32 = 0;
+const ERRNO_FAULT: i32 = 21;
+const ERRNO_INVAL: i32 = 28;
+const ERRNO_NOTSUP: u16 = 58;
+
+pub(crate) fn install(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    linker.func_wrap(WASI_P1, "poll_oneoff", poll_oneoff)?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+struct Subscription {
+    userdata: u64,
+    tag: u8,
+    /// For clocks, how long until it fires; `None` for descriptors.
+    wait: Option<Duration>,
+}
+
+fn poll_oneoff(
+    mut caller: Caller<'_, StoreState>,
+    subs_ptr: i32,
+    events_ptr: i32,
+    nsubscriptions: i32,
+    nevents_ptr: i32,
+) -> wasmtime::Result<i32> {
+    let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
+        return Ok(ERRNO_INVAL);
+    };
+    let n = nsubscriptions as u32 as usize;
+    if n == 0 {
+        return Ok(ERRNO_INVAL);
+    }
+    let mut raw = vec![0u8; n * SUBSCRIPTION_SIZE];
+    if memory
+        .read(&caller, subs_ptr as u32 as usize, &mut raw)
+        .is_err()
+    {
+        return Ok(ERRNO_FAULT);
+    }
+    let state = caller.data();
+    let subs: Vec<Subscription> = raw
+        .chunks_exact(SUBSCRIPTION_SIZE)
+        .map(|s| parse(s, state.wasi_clock_start))
+        .collect();
+
+    // Descriptors are answered at once; otherwise sleep until the earliest clock.
+    let any_fd = subs.iter().any(|s| s.wait.is_none());
+    let earliest = subs.iter().filter_map(|s| s.wait).min().unwrap_or_default();
+    if !any_fd {
+        let now = Instant::now();
+        let deadline = state.deadline;
+        if now + earliest > deadline {
+            std::thread::sleep(deadline.saturating_duration_since(now));
+            return Err(wasmtime::Error::new(LimitBreach {
+                kind: LimitKind::Timeout,
+                requested: earliest.as_millis() as u64,
+                limit: state.timeout.as_millis() as u64,
+            }));
+        }
+        std::thread::sleep(earliest);
+    }
+
+    let mut events = Vec::with_capacity(n * EVENT_SIZE);
+    let mut count = 0u32;
+    for sub in &subs {
+        let (fired, error) = match sub.wait {
+            None => (true, ERRNO_NOTSUP),
+            Some(wait) => (!any_fd && wait <= earliest, 0),
+        };
+        if !fired {
+            continue;
+        }
+        let mut event = [0u8; EVENT_SIZE];
+        event[0..8].copy_from_slice(&sub.userdata.to_le_bytes());
+        event[8..10].copy_from_slice(&error.to_le_bytes());
+        event[10] = sub.tag;
+        events.extend_from_slice(&event);
+        count += 1;
+    }
+    if memory
+        .write(&mut caller, events_ptr as u32 as usize, &events)
+        .is_err()
+        || memory
+            .write(
+                &mut caller,
+                nevents_ptr as u32 as usize,
+                &count.to_le_bytes(),
+            )
+            .is_err()
+    {
+        return Ok(ERRNO_FAULT);
+    }
+    Ok(ERRNO_SUCCESS)
+}
+
+fn parse(s: &[u8], wasi_clock_start: Instant) -> Subscription {
+    let u64_at = |o: usize| u64::from_le_bytes(s[o..o + 8].try_into().expect("8 bytes"));
+    let userdata = u64_at(0);
+    let tag = s[8];
+    if tag != TAG_CLOCK {
+        return Subscription {
+            userdata,
+            tag,
+            wait: None,
+        };
+    }
+    let clock = u32::from_le_bytes(s[16..20].try_into().expect("4 bytes"));
+    let timeout = Duration::from_nanos(u64_at(24));
+    let flags = u16::from_le_bytes(s[40..42].try_into().expect("2 bytes"));
+    let wait = if flags & FLAG_ABSTIME == 0 {
+        timeout
+    } else {
+        let now = match clock {
+            CLOCK_REALTIME => SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default(),
+            CLOCK_MONOTONIC => wasi_clock_start.elapsed(),
+            // CPU-time clocks: treat the value as relative, the most conservative reading.
+            _ => Duration::ZERO,
+        };
+        timeout.saturating_sub(now)
+    };
+    Subscription {
+        userdata,
+        tag,
+        wait: Some(wait),
+    }
+}

@@ -1,0 +1,219 @@
+//! The events an execution emits, and the identity of a module.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{ExecutionId, ExecutionReport};
+
+/// The identity of a compiled module: a human name and the SHA-256 of its bytes.
+///
+/// Cloning is cheap (the name is shared). The hash, not the name, identifies the module:
+/// two uploads of the same bytes under different names are the same module.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ModuleInfo {
+    /// A name for people: the file name, or what the caller chose.
+    pub name: Arc<str>,
+    /// The SHA-256 of the module's bytes (of the binary, after WAT was converted).
+    pub hash: ModuleHash,
+}
+
+impl ModuleInfo {
+    /// A module identity from a name and a hash.
+    pub fn new(name: impl Into<Arc<str>>, hash: ModuleHash) -> Self {
+        ModuleInfo {
+            name: name.into(),
+            hash,
+        }
+    }
+}
+
+/// A SHA-256 digest, shown as 64 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ModuleHash(pub [u8; 32]);
+
+impl ModuleHash {
+    /// The first 12 hex digits: short enough for logs, long enough to tell modules apart.
+    pub fn short(&self) -> String {
+        self.to_string()[..12].to_owned()
+    }
+}
+
+impl fmt::Display for ModuleHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ModuleHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ModuleHash({self})")
+    }
+}
+
+impl FromStr for ModuleHash {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.len() != 64 || !s.is_ascii() {
+            return Err(format!("expected 64 hex digits, got {:?}", s));
+        }
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)
+                .map_err(|_| format!("not a hex digest: {s:?}"))?;
+        }
+        Ok(ModuleHash(out))
+    }
+}
+
+/// A module was compiled (or taken from a cache) and is ready to instantiate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompileEvent {
+    /// The module compiled.
+    pub module: ModuleInfo,
+    /// Size of the module's binary, in bytes.
+    pub size_bytes: u64,
+    /// Time spent compiling.
+    pub duration: Duration,
+}
+
+/// A module was instantiated for one execution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstantiateEvent {
+    /// The module instantiated.
+    pub module: ModuleInfo,
+    /// The execution the instance belongs to.
+    pub execution_id: ExecutionId,
+    /// Time spent instantiating, start function excluded.
+    pub duration: Duration,
+}
+
+/// Which resource limit was exceeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LimitKind {
+    /// Linear memory bytes.
+    Memory,
+    /// Table elements.
+    Table,
+    /// Instances, tables or memories per store.
+    Instances,
+    /// Fuel.
+    Fuel,
+    /// Wall-clock time.
+    Timeout,
+    /// Wasm stack.
+    Stack,
+    /// Captured output bytes.
+    Output,
+}
+
+impl LimitKind {
+    /// The stable snake_case name, as used in logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitKind::Memory => "memory",
+            LimitKind::Table => "table",
+            LimitKind::Instances => "instances",
+            LimitKind::Fuel => "fuel",
+            LimitKind::Timeout => "timeout",
+            LimitKind::Stack => "stack",
+            LimitKind::Output => "output",
+        }
+    }
+}
+
+/// What kind of denial or breach a [`SecurityEvent`] records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SecurityEventKind {
+    /// The guest tried to use a capability it was not granted.
+    CapabilityDenied,
+    /// The guest exceeded a resource limit.
+    LimitExceeded(LimitKind),
+}
+
+impl SecurityEventKind {
+    /// The stable snake_case name, as used in logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurityEventKind::CapabilityDenied => "capability_denied",
+            SecurityEventKind::LimitExceeded(_) => "limit_exceeded",
+        }
+    }
+}
+
+/// What the sandbox did about a denial or breach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SecurityAction {
+    /// The operation failed with an error the guest can see and handle.
+    Denied,
+    /// Output beyond the limit was dropped; the guest carried on.
+    Truncated,
+    /// The guest was stopped.
+    Terminated,
+}
+
+impl SecurityAction {
+    /// The stable snake_case name, as used in logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurityAction::Denied => "denied",
+            SecurityAction::Truncated => "truncated",
+            SecurityAction::Terminated => "terminated",
+        }
+    }
+}
+
+/// A guest tried something it is not allowed to do, or ran into a limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecurityEvent {
+    /// What kind of denial or breach this was.
+    pub kind: SecurityEventKind,
+    /// The capability involved, e.g. `filesystem`, `network`, `env`, `memory`, `fuel`.
+    pub capability: &'static str,
+    /// What the guest tried to reach: a path, an address, a variable name, or an amount.
+    pub target: String,
+    /// What the sandbox did about it.
+    pub action: SecurityAction,
+    /// The module involved.
+    pub module: ModuleInfo,
+    /// The execution involved.
+    pub execution_id: ExecutionId,
+}
+
+/// Something that happened in the sandbox, delivered to every [`Observer`](crate::Observer).
+///
+/// Events borrow their data: an observer that keeps one must clone what it needs (see
+/// [`RecordedEvent`](crate::RecordedEvent)). New kinds of event are added over time, so
+/// observers should ignore the ones they do not know.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum Event<'a> {
+    /// A module was compiled.
+    ModuleCompiled(&'a CompileEvent),
+    /// Bytes offered as a module were rejected: malformed, invalid, or unsupported.
+    ModuleRejected {
+        /// The name the bytes were offered under.
+        name: &'a str,
+        /// Why they were rejected.
+        reason: &'a str,
+    },
+    /// An instance was created for an execution.
+    InstanceCreated(&'a InstantiateEvent),
+    /// An instance was torn down after its execution; instances are never reused.
+    InstanceDestroyed {
+        /// The module of the instance.
+        module: &'a ModuleInfo,
+    },
+    /// An execution ended; the report says how.
+    ExecutionFinished(&'a ExecutionReport),
+    /// A capability was denied or a limit was exceeded.
+    Security(&'a SecurityEvent),
+}

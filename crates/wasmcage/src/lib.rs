@@ -1,0 +1,33 @@
+//! wasmcage: a secure WebAssembly sandbox.
+//!
+//! Run code you do not trust (plugins, user-submitted functions, code an LLM agent just
+//! wrote) in a fresh WebAssembly instance per execution, under limits that the engine
+//! enforces, and get a classified [`ExecutionReport`] for every run.
+//!
+//! This facade re-exports the layers so that most users depend on this one crate:
+//! [`core`] (execution on wasmtime) and [`events`] (the vocabulary every layer shares).
+//!
+//! ```
+//! use wasmcage::{CommandInput, Engine, EngineConfig, Limits, Outcome, Sandbox};
+//! use std::time::Duration;
+//!
+//! let engine = Engine::new(EngineConfig::default())?;
+//! // A guest that never stops: the sandbox stops it.
+//! let module = engine.compile("spin.wat", br#"(module (func (export "_start") (loop (br 0))))"#)?;
+//! let sandbox = Sandbox::builder(&engine)
+//!     .limits(Limits { fuel: None, timeout: Duration::from_millis(50), ..Limits::default() })
+//!     .build()?;
+//! let out = sandbox.run_command(&module, CommandInput::default())?;
+//! assert_eq!(out.report.outcome, Outcome::Timeout);
+//! # Ok::<(), wasmcage::Error>(())
+//! ```
+
+pub use wasmcage_core as core;
+pub use wasmcage_events as events;
+
+pub use wasmcage_core::{
+    CallOutput, CommandInput, CommandOutput, Engine, EngineConfig, Error, ExecutionKind,
+    ExecutionReport, ExportInfo, Limits, Module, Outcome, OutcomeKind, Sandbox, SandboxBuilder,
+    TrapKind, Value, ValueType,
+};
+pub use wasmcage_events::{Event, FanOut, NoopObserver, Observer, RecordingObserver};

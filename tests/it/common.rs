@@ -1,0 +1,66 @@
+//! Helpers shared by the end-to-end tests.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use wasmcage::{Engine, EngineConfig, Limits, Module, RecordingObserver, Sandbox};
+
+/// One engine for the whole test binary, as a real process would have.
+pub fn engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| Engine::new(EngineConfig::default()).expect("engine"))
+}
+
+/// An engine of its own whose events are recorded.
+pub fn recorded_engine() -> (Engine, Arc<RecordingObserver>) {
+    let recorder = Arc::new(RecordingObserver::default());
+    let engine = Engine::with_observer(EngineConfig::default(), recorder.clone()).expect("engine");
+    (engine, recorder)
+}
+
+/// Compiles WAT text on the shared engine.
+pub fn wat(text: &str) -> Module {
+    engine()
+        .compile("test.wat", text.as_bytes())
+        .expect("test module compiles")
+}
+
+/// A sandbox on the shared engine with these limits.
+pub fn sandbox(limits: Limits) -> Sandbox {
+    Sandbox::builder(engine())
+        .limits(limits)
+        .build()
+        .expect("sandbox")
+}
+
+/// Limits small enough that a runaway test guest ends quickly.
+pub fn tight() -> Limits {
+    Limits {
+        memory_bytes: 1 << 20,
+        fuel: Some(10_000_000),
+        timeout: Duration::from_secs(5),
+        ..Limits::default()
+    }
+}
+
+/// The WASI imports the test guests use, as WAT.
+pub const WASI_IMPORTS: &str = r#"
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+  (import "wasi_snapshot_preview1" "args_sizes_get" (func $args_sizes_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "args_get" (func $args_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))
+"#;
+
+/// The WAT text of a WASI command: the WASI imports, one page of memory, `body` as `_start`.
+pub fn command_text(body: &str) -> String {
+    format!(
+        r#"(module {WASI_IMPORTS} (memory (export "memory") 1) (func (export "_start") {body}))"#
+    )
+}
+
+/// A WASI command module compiled on the shared engine; see [`command_text`].
+pub fn command(body: &str) -> Module {
+    wat(&command_text(body))
+}

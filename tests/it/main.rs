@@ -1,0 +1,6 @@
+//! End-to-end behaviour of the sandbox, one module per topic.
+
+mod common;
+mod limits;
+mod outcomes;
+mod wasi;
