@@ -1,1 +1,40 @@
-fn main() {}
+//! The `wasmcage` command line.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod run;
+mod units;
+
+/// Run untrusted WebAssembly in a sandbox with enforced limits.
+#[derive(Debug, Parser)]
+#[command(name = "wasmcage", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    Run(run::RunArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version are successes; any other usage error is a host error, with
+            // the same status as every other host error so it never looks like a guest's code.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(run::status::HOST_ERROR)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match cli.command {
+        Command::Run(args) => run::main(args),
+    }
+}

@@ -19,7 +19,7 @@ pub enum Error {
         reason: String,
     },
     /// The module file could not be read.
-    #[error("cannot read module file {}: {source}", path.display())]
+    #[error("cannot read module file {}", path.display())]
     ReadModule {
         /// The file.
         path: PathBuf,
