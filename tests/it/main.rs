@@ -3,4 +3,5 @@
 mod common;
 mod limits;
 mod outcomes;
+mod tidy;
 mod wasi;

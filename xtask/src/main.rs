@@ -1,1 +1,69 @@
-fn main() {}
+//! Project automation. `cargo xtask ci` runs exactly what CI runs; `cargo xtask bench` runs
+//! the benchmarks and prints one comparison table.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+mod bench;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("bench") => bench::run(&args[1..]),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <task>\n\n\
+                 tasks:\n  \
+                 ci      format check, clippy, every test, cargo-deny (what CI runs)\n  \
+                 bench   run the criterion benchmarks and print a comparison table"
+            );
+            bail!("no task given")
+        }
+    }
+}
+
+/// The workspace root (the parent of this crate's directory).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits in the workspace")
+        .to_owned()
+}
+
+/// Runs `cargo` with these arguments in the workspace root, failing if it fails.
+pub fn cargo(args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("\n$ cargo {}", args.join(" "));
+    let status = Command::new(cargo)
+        .args(args)
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("cannot run cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("`cargo {}` failed with {status}", args.join(" "));
+    }
+    Ok(())
+}
+
+fn ci() -> Result<()> {
+    cargo(&["fmt", "--all", "--", "--check"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    // --all-targets builds and runs the benchmarks once each in criterion's test mode, so a
+    // benchmark that no longer compiles or panics fails CI without timing anything.
+    cargo(&["test", "--workspace", "--all-targets"])?;
+    cargo(&["test", "--workspace", "--doc"])?;
+    // Advisories need the network; CI has only the package registries.
+    cargo(&["deny", "check", "bans", "licenses", "sources"])?;
+    eprintln!("\nxtask ci: all checks passed");
+    Ok(())
+}

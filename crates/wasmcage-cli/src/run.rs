@@ -172,7 +172,10 @@ fn write_report(target: Option<&str>, report: &ExecutionReport) -> Result<()> {
     let json = report.to_json();
     match target {
         None => Ok(()),
-        Some("-") => Ok(eprintln!("{json}")),
+        Some("-") => {
+            eprintln!("{json}");
+            Ok(())
+        }
         Some(path) => std::fs::write(path, json + "\n")
             .with_context(|| format!("cannot write the report to {path}")),
     }

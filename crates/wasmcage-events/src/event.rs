@@ -188,6 +188,43 @@ pub struct SecurityEvent {
     pub execution_id: ExecutionId,
 }
 
+/// The health of one check, or of the whole process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HealthStatus {
+    /// Everything the check looks at is fine.
+    Healthy,
+    /// Something is failing, but the process can still run guests.
+    Degraded,
+    /// A critical check has failed past its threshold: do not send work here.
+    Critical,
+}
+
+impl HealthStatus {
+    /// The stable lowercase name, as used in JSON and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Healthy => "healthy",
+            HealthStatus::Degraded => "degraded",
+            HealthStatus::Critical => "critical",
+        }
+    }
+}
+
+/// A health check, or the overall health, changed status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthChange {
+    /// The check's name, or `overall` for the aggregate of all checks.
+    pub check: String,
+    /// The status before.
+    pub previous: HealthStatus,
+    /// The status now.
+    pub current: HealthStatus,
+    /// How many times in a row the check has failed (0 when it passes).
+    pub consecutive_failures: u32,
+    /// What the check said last.
+    pub message: String,
+}
+
 /// Something that happened in the sandbox, delivered to every [`Observer`](crate::Observer).
 ///
 /// Events borrow their data: an observer that keeps one must clone what it needs (see
@@ -216,4 +253,6 @@ pub enum Event<'a> {
     ExecutionFinished(&'a ExecutionReport),
     /// A capability was denied or a limit was exceeded.
     Security(&'a SecurityEvent),
+    /// A health check, or the overall health, changed status.
+    HealthChanged(&'a HealthChange),
 }

@@ -23,8 +23,8 @@ mod observer;
 mod report;
 
 pub use event::{
-    CompileEvent, Event, InstantiateEvent, LimitKind, ModuleHash, ModuleInfo, SecurityAction,
-    SecurityEvent, SecurityEventKind,
+    CompileEvent, Event, HealthChange, HealthStatus, InstantiateEvent, LimitKind, ModuleHash,
+    ModuleInfo, SecurityAction, SecurityEvent, SecurityEventKind,
 };
 pub use observer::{FanOut, NoopObserver, Observer, RecordedEvent, RecordingObserver};
 pub use report::{ExecutionId, ExecutionKind, ExecutionReport, Outcome, OutcomeKind, TrapKind};

@@ -2,7 +2,9 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::{CompileEvent, Event, ExecutionReport, InstantiateEvent, ModuleInfo, SecurityEvent};
+use crate::{
+    CompileEvent, Event, ExecutionReport, HealthChange, InstantiateEvent, ModuleInfo, SecurityEvent,
+};
 
 /// Something that watches the sandbox: metrics, tracing, health, or a test.
 ///
@@ -100,6 +102,8 @@ pub enum RecordedEvent {
     ExecutionFinished(Box<ExecutionReport>),
     /// See [`Event::Security`].
     Security(SecurityEvent),
+    /// See [`Event::HealthChanged`].
+    HealthChanged(HealthChange),
 }
 
 impl RecordedEvent {
@@ -115,6 +119,7 @@ impl RecordedEvent {
             Event::InstanceDestroyed { module } => RecordedEvent::InstanceDestroyed(module.clone()),
             Event::ExecutionFinished(r) => RecordedEvent::ExecutionFinished(Box::new(r.clone())),
             Event::Security(e) => RecordedEvent::Security(e.clone()),
+            Event::HealthChanged(e) => RecordedEvent::HealthChanged(e.clone()),
         }
     }
 }

@@ -31,3 +31,8 @@ pub use wasmcage_core::{
     TrapKind, Value, ValueType,
 };
 pub use wasmcage_events::{Event, FanOut, NoopObserver, Observer, RecordingObserver};
+
+/// The README's Rust example, compiled and run as a doc test so that it cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

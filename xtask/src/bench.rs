@@ -1,0 +1,83 @@
+//! `cargo xtask bench`: runs the criterion benchmarks and prints one comparison table from
+//! criterion's own estimates, with each row's ratio to the baseline of its group.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::{cargo, root};
+
+/// Benchmark groups, each with its baseline first; the rest are compared against it.
+const GROUPS: &[(&str, &[&str])] = &[
+    (
+        "call a tiny export",
+        &["call/wasmtime_by_hand", "call/wasmcage_sandbox"],
+    ),
+    (
+        "run a tiny WASI command",
+        &["command/wasmtime_by_hand", "command/wasmcage_sandbox"],
+    ),
+];
+
+pub fn run(extra: &[String]) -> Result<()> {
+    let mut args = vec!["bench", "-p", "wasmcage-core", "--bench", "execution", "--"];
+    args.extend(extra.iter().map(String::as_str));
+    cargo(&args)?;
+    print_table(&root().join("target/criterion"))
+}
+
+fn print_table(dir: &Path) -> Result<()> {
+    println!("\n| benchmark | mean | 95% CI | vs baseline |");
+    println!("|---|---|---|---|");
+    for (title, ids) in GROUPS {
+        println!("| **{title}** | | | |");
+        let mut baseline = None;
+        for id in *ids {
+            let Some((mean, lo, hi)) = estimate(dir, id)? else {
+                println!("| {id} | not run | | |");
+                continue;
+            };
+            let ratio = match baseline {
+                None => {
+                    baseline = Some(mean);
+                    "baseline".to_owned()
+                }
+                Some(b) => format!("{:.2}x", mean / b),
+            };
+            println!(
+                "| {id} | {} | {} – {} | {ratio} |",
+                human(mean),
+                human(lo),
+                human(hi)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Criterion's mean estimate and its confidence interval, in nanoseconds.
+fn estimate(dir: &Path, id: &str) -> Result<Option<(f64, f64, f64)>> {
+    let path = dir.join(id).join("new/estimates.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("cannot parse {}", path.display()))?;
+    let mean = &json["mean"];
+    let get = |v: &serde_json::Value| v.as_f64().context("criterion estimate is not a number");
+    Ok(Some((
+        get(&mean["point_estimate"])?,
+        get(&mean["confidence_interval"]["lower_bound"])?,
+        get(&mean["confidence_interval"]["upper_bound"])?,
+    )))
+}
+
+fn human(ns: f64) -> String {
+    if ns < 1e3 {
+        format!("{ns:.0} ns")
+    } else if ns < 1e6 {
+        format!("{:.2} µs", ns / 1e3)
+    } else {
+        format!("{:.2} ms", ns / 1e6)
+    }
+}
