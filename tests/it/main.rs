@@ -1,5 +1,6 @@
 //! End-to-end behaviour of the sandbox, one module per topic.
 
+mod cache;
 mod common;
 mod limits;
 mod outcomes;

@@ -199,13 +199,17 @@ fn every_execution_is_observed_once_in_order() {
         .iter()
         .map(|e| match e {
             RecordedEvent::ModuleCompiled(_) => "compiled",
+            RecordedEvent::Cache(_) => "cache",
             RecordedEvent::InstanceCreated(_) => "created",
             RecordedEvent::InstanceDestroyed(_) => "destroyed",
             RecordedEvent::ExecutionFinished(_) => "finished",
             _ => "other",
         })
         .collect();
-    assert_eq!(kinds, ["compiled", "created", "destroyed", "finished"]);
+    assert_eq!(
+        kinds,
+        ["compiled", "cache", "created", "destroyed", "finished"]
+    );
     assert_eq!(recorder.reports(), vec![out.report]);
 }
 

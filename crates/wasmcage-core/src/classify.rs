@@ -23,7 +23,7 @@ pub(crate) fn classify(err: &wasmtime::Error) -> Classified {
             message: None,
         };
     }
-    let message = Some(format!("{err:?}"));
+    let message = Some(chain(err));
     if let Some(breach) = err.downcast_ref::<LimitBreach>() {
         let outcome = match breach.kind {
             LimitKind::Memory => Outcome::MemoryLimit,
@@ -72,4 +72,12 @@ pub(crate) fn classify(err: &wasmtime::Error) -> Classified {
         outcome: Outcome::Trap(TrapKind::Host),
         message,
     }
+}
+
+/// An error and its causes on one line, without the backtrace wasmtime's `Debug` adds.
+pub(crate) fn chain(err: &wasmtime::Error) -> String {
+    err.chain()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
 }

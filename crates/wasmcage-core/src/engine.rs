@@ -5,9 +5,10 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmcage_events::{CompileEvent, Event, ModuleHash, ModuleInfo, NoopObserver, Observer};
-use wasmtime::Linker;
+use wasmtime::{InstanceAllocationStrategy, Linker, PoolingAllocationConfig};
 
-use crate::module::Module;
+use crate::cache::{CacheConfig, CacheStats, ModuleCache};
+use crate::module::{Compiled, Module};
 use crate::sandbox::StoreState;
 use crate::{Error, wasi_guard};
 
@@ -24,6 +25,43 @@ pub struct EngineConfig {
     pub epoch_tick: Duration,
     /// Whether compilation uses all cores (default on).
     pub parallel_compilation: bool,
+    /// The module cache: its size in memory and its directory on disk.
+    pub cache: CacheConfig,
+    /// wasmtime's pooling instance allocator (default on): instance slots reserved up front
+    /// and reused, with copy-on-write memory images, so that instantiation costs
+    /// microseconds. `None` allocates every instance on demand.
+    pub pooling: Option<PoolingConfig>,
+}
+
+/// Sizes of the pooling allocator's slots, fixed when the engine is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolingConfig {
+    /// Instances (and memories, and tables) that may exist at once across the engine
+    /// (default 256). Each memory slot reserves address space, not memory.
+    pub total_instances: u32,
+    /// The largest linear memory a slot can hold (default 4 GiB); a sandbox's memory limit
+    /// may be lower, never higher.
+    pub max_memory_bytes: u64,
+    /// The most elements a table slot can hold (default 20 000).
+    pub table_elements: u32,
+    /// The most linear memories one module may define (default 4); a sandbox's
+    /// `Limits::memories` may be lower.
+    pub max_memories_per_module: u32,
+    /// The most tables one module may define (default 10); a sandbox's `Limits::tables`
+    /// may be lower.
+    pub max_tables_per_module: u32,
+}
+
+impl Default for PoolingConfig {
+    fn default() -> Self {
+        PoolingConfig {
+            total_instances: 256,
+            max_memory_bytes: 4 << 30,
+            table_elements: 20_000,
+            max_memories_per_module: 4,
+            max_tables_per_module: 10,
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -33,6 +71,8 @@ impl Default for EngineConfig {
             consume_fuel: true,
             epoch_tick: Duration::from_millis(1),
             parallel_compilation: true,
+            cache: CacheConfig::default(),
+            pooling: Some(PoolingConfig::default()),
         }
     }
 }
@@ -52,6 +92,7 @@ pub(crate) struct EngineInner {
     pub(crate) linker: Linker<StoreState>,
     pub(crate) observer: Arc<dyn Observer>,
     pub(crate) config: EngineConfig,
+    cache: ModuleCache,
 }
 
 impl std::fmt::Debug for Engine {
@@ -81,6 +122,17 @@ impl Engine {
             .epoch_interruption(true)
             .max_wasm_stack(config.max_wasm_stack)
             .parallel_compilation(config.parallel_compilation);
+        if let Some(pool) = &config.pooling {
+            let mut p = PoolingAllocationConfig::new();
+            p.total_core_instances(pool.total_instances)
+                .total_memories(pool.total_instances)
+                .total_tables(pool.total_instances)
+                .max_memory_size(usize::try_from(pool.max_memory_bytes).unwrap_or(usize::MAX))
+                .table_elements(pool.table_elements as usize)
+                .max_memories_per_module(pool.max_memories_per_module)
+                .max_tables_per_module(pool.max_tables_per_module);
+            wt.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
+        }
         let wasmtime = wasmtime::Engine::new(&wt).map_err(|e| {
             Error::Config(format!("wasmtime rejected the engine configuration: {e}"))
         })?;
@@ -97,6 +149,8 @@ impl Engine {
         wasi_guard::install(&mut linker)
             .map_err(|e| Error::Internal(format!("cannot install the WASI guard: {e}")))?;
 
+        let cache = ModuleCache::new(config.cache.clone(), &wasmtime)
+            .map_err(|e| Error::Config(format!("cannot create the module cache directory: {e}")))?;
         spawn_epoch_ticker(&wasmtime, config.epoch_tick);
         Ok(Engine {
             inner: Arc::new(EngineInner {
@@ -104,6 +158,7 @@ impl Engine {
                 linker,
                 observer,
                 config,
+                cache,
             }),
         })
     }
@@ -139,16 +194,35 @@ impl Engine {
         let binary = wat::parse_bytes(bytes).map_err(|e| invalid(e.to_string()))?;
         let hash = ModuleHash(Sha256::digest(&binary).into());
         let info = ModuleInfo::new(name, hash);
+        let inner = &*self.inner;
+        let size = binary.len() as u64;
+        // A cached module passed the import check when it was first compiled; should it
+        // fail now, the cache treats it as a bad entry and we compile afresh below.
+        let cached = inner
+            .cache
+            .get(&info, &inner.wasmtime, &*inner.observer, |module| {
+                Compiled::new(module, info.clone(), size).ok().map(Arc::new)
+            });
+        if let Some(compiled) = cached {
+            return Ok(Module::new(self, info, compiled));
+        }
         let start = Instant::now();
-        let module = wasmtime::Module::from_binary(&self.inner.wasmtime, &binary)
-            .map_err(|e| invalid(format!("{e:?}")))?;
+        let module = wasmtime::Module::from_binary(&inner.wasmtime, &binary)
+            .map_err(|e| invalid(crate::classify::chain(&e)))?;
         let event = CompileEvent {
             module: info.clone(),
-            size_bytes: binary.len() as u64,
+            size_bytes: size,
             duration: start.elapsed(),
         };
-        self.inner.observer.on_event(&Event::ModuleCompiled(&event));
-        Module::new(self, module, info, binary.len() as u64)
+        inner.observer.on_event(&Event::ModuleCompiled(&event));
+        let compiled = Arc::new(Compiled::new(module, info.clone(), size)?);
+        inner.cache.put(&info, compiled.clone(), &*inner.observer);
+        Ok(Module::new(self, info, compiled))
+    }
+
+    /// The in-memory module cache's current size.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.inner.cache.stats()
     }
 
     /// Reads and compiles a `.wasm` or `.wat` file; the module is named after the file.

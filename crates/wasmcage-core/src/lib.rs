@@ -21,6 +21,7 @@
 //! # Ok::<(), wasmcage_core::Error>(())
 //! ```
 
+mod cache;
 mod classify;
 mod engine;
 mod error;
@@ -31,7 +32,8 @@ mod sandbox;
 mod value;
 mod wasi_guard;
 
-pub use engine::{Engine, EngineConfig};
+pub use cache::{CacheConfig, CacheStats};
+pub use engine::{Engine, EngineConfig, PoolingConfig};
 pub use error::Error;
 pub use limits::Limits;
 pub use module::{ExportInfo, Module};

@@ -13,43 +13,28 @@ pub(crate) const WASI_P1: &str = "wasi_snapshot_preview1";
 
 /// A compiled module, ready to run in any sandbox of the engine that compiled it.
 ///
-/// Cloning is cheap. Compilation and linking happen once; each execution only instantiates.
+/// Cloning is cheap. Compilation and linking happen once per content hash (see the module
+/// cache); each execution only instantiates.
 #[derive(Clone)]
 pub struct Module {
-    inner: Arc<ModuleInner>,
+    engine: Engine,
+    info: ModuleInfo,
+    compiled: Arc<Compiled>,
 }
 
-struct ModuleInner {
-    engine: Engine,
-    module: wasmtime::Module,
-    info: ModuleInfo,
-    size_bytes: u64,
+/// What the cache keeps for one content hash: the native code and its linking.
+pub(crate) struct Compiled {
+    pub(crate) module: wasmtime::Module,
+    /// The identity the module was first compiled under.
+    pub(crate) info: ModuleInfo,
+    pub(crate) size_bytes: u64,
     imports_wasi: bool,
     pre: OnceLock<InstancePre<StoreState>>,
 }
 
-/// One exported function and its signature.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExportInfo {
-    /// The export's name.
-    pub name: String,
-    /// Parameter types; `None` if the export uses a type the host cannot pass.
-    pub params: Option<Vec<ValueType>>,
-    /// Result types; `None` if the export uses a type the host cannot receive.
-    pub results: Option<Vec<ValueType>>,
-}
-
-impl std::fmt::Debug for Module {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Module")
-            .field("info", &self.inner.info)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Module {
+impl Compiled {
+    /// Wraps a compiled module, refusing imports the sandbox does not provide.
     pub(crate) fn new(
-        engine: &Engine,
         module: wasmtime::Module,
         info: ModuleInfo,
         size_bytes: u64,
@@ -66,36 +51,62 @@ impl Module {
                 });
             }
         }
-        Ok(Module {
-            inner: Arc::new(ModuleInner {
-                engine: engine.clone(),
-                module,
-                info,
-                size_bytes,
-                imports_wasi,
-                pre: OnceLock::new(),
-            }),
+        Ok(Compiled {
+            module,
+            info,
+            size_bytes,
+            imports_wasi,
+            pre: OnceLock::new(),
         })
+    }
+}
+
+/// One exported function and its signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportInfo {
+    /// The export's name.
+    pub name: String,
+    /// Parameter types; `None` if the export uses a type the host cannot pass.
+    pub params: Option<Vec<ValueType>>,
+    /// Result types; `None` if the export uses a type the host cannot receive.
+    pub results: Option<Vec<ValueType>>,
+}
+
+impl std::fmt::Debug for Module {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Module")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Module {
+    pub(crate) fn new(engine: &Engine, info: ModuleInfo, compiled: Arc<Compiled>) -> Self {
+        Module {
+            engine: engine.clone(),
+            info,
+            compiled,
+        }
     }
 
     /// The module's name and content hash.
     pub fn info(&self) -> &ModuleInfo {
-        &self.inner.info
+        &self.info
     }
 
     /// The size of the module's binary, in bytes.
     pub fn size_bytes(&self) -> u64 {
-        self.inner.size_bytes
+        self.compiled.size_bytes
     }
 
     /// Whether the module imports WASI preview 1.
     pub fn imports_wasi(&self) -> bool {
-        self.inner.imports_wasi
+        self.compiled.imports_wasi
     }
 
     /// The exported functions and their signatures, in the module's order.
     pub fn exports(&self) -> Vec<ExportInfo> {
-        self.inner
+        self.compiled
             .module
             .exports()
             .filter_map(|e| match e.ty() {
@@ -110,15 +121,15 @@ impl Module {
     }
 
     pub(crate) fn engine(&self) -> &Engine {
-        &self.inner.engine
+        &self.engine
     }
 
     /// The export's function type, or a clear error naming what does exist.
     pub(crate) fn func_type(&self, export: &str) -> Result<FuncType, Error> {
-        match self.inner.module.get_export(export) {
+        match self.compiled.module.get_export(export) {
             Some(ExternType::Func(f)) => Ok(f),
             _ => Err(Error::ExportNotFound {
-                module: self.inner.info.name.to_string(),
+                module: self.info.name.to_string(),
                 export: export.to_owned(),
                 available: self.exports().into_iter().map(|e| e.name).collect(),
             }),
@@ -127,19 +138,19 @@ impl Module {
 
     /// The module linked against the engine's imports, linked once and then shared.
     pub(crate) fn instance_pre(&self) -> Result<&InstancePre<StoreState>, Error> {
-        if let Some(pre) = self.inner.pre.get() {
+        let compiled = &self.compiled;
+        if let Some(pre) = compiled.pre.get() {
             return Ok(pre);
         }
         let pre = self
-            .inner
             .engine
             .inner()
             .linker
-            .instantiate_pre(&self.inner.module)
+            .instantiate_pre(&compiled.module)
             .map_err(|e| Error::InvalidModule {
-                name: self.inner.info.name.to_string(),
+                name: self.info.name.to_string(),
                 reason: format!("cannot link its imports: {e}"),
             })?;
-        Ok(self.inner.pre.get_or_init(|| pre))
+        Ok(compiled.pre.get_or_init(|| pre))
     }
 }

@@ -188,6 +188,86 @@ pub struct SecurityEvent {
     pub execution_id: ExecutionId,
 }
 
+/// Where a cached module was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CacheTier {
+    /// In this process's memory.
+    Memory,
+    /// Serialized native code in the on-disk cache directory.
+    Disk,
+}
+
+/// What happened in the module cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CacheEventKind {
+    /// The module was found compiled.
+    Hit(CacheTier),
+    /// The module was not cached and had to be compiled.
+    Miss,
+    /// The module was dropped from memory to make room.
+    Evicted,
+    /// A disk cache file was corrupt or foreign; it was discarded and the module recompiled.
+    Discarded,
+}
+
+/// The module cache changed; the sizes are the in-memory cache's after the change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheEvent {
+    /// The module concerned.
+    pub module: ModuleInfo,
+    /// What happened.
+    pub kind: CacheEventKind,
+    /// Modules now held in memory.
+    pub entries: u64,
+    /// Bytes of module binaries now held in memory.
+    pub bytes: u64,
+}
+
+/// What happened in a warm pool.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum PoolEventKind {
+    /// The pool was created and pre-warmed with `instances` ready instances.
+    Prewarmed {
+        /// Instances made ready.
+        instances: u64,
+        /// Time the pre-warm took.
+        duration: Duration,
+    },
+    /// An execution was given an instance.
+    Assigned {
+        /// Whether a pre-instantiated instance was ready (a hit), or one was made on demand.
+        warm: bool,
+        /// Time from asking to having the instance, waiting for capacity included.
+        wait: Duration,
+        /// Time spent instantiating on demand (zero when warm).
+        instantiate: Duration,
+    },
+    /// An execution finished; its instance was destroyed and its capacity returned.
+    Released,
+    /// Every slot was in use when an execution asked for one.
+    Exhausted {
+        /// Whether the execution was refused (true) or got a slot after waiting (false).
+        refused: bool,
+    },
+}
+
+/// A warm pool changed; the gauges are the pool's after the change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolEvent {
+    /// The pool's name: its module's name and short hash (bounded, fit for a label).
+    pub pool: Arc<str>,
+    /// What happened.
+    pub kind: PoolEventKind,
+    /// Pre-instantiated instances ready now.
+    pub available: u64,
+    /// Executions running now.
+    pub in_use: u64,
+    /// The most executions that may run at once.
+    pub max: u64,
+}
+
 /// The health of one check, or of the whole process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum HealthStatus {
@@ -255,4 +335,8 @@ pub enum Event<'a> {
     Security(&'a SecurityEvent),
     /// A health check, or the overall health, changed status.
     HealthChanged(&'a HealthChange),
+    /// The module cache was used or changed.
+    Cache(&'a CacheEvent),
+    /// A warm pool was used or changed.
+    Pool(&'a PoolEvent),
 }

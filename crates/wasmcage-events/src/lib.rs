@@ -23,8 +23,9 @@ mod observer;
 mod report;
 
 pub use event::{
-    CompileEvent, Event, HealthChange, HealthStatus, InstantiateEvent, LimitKind, ModuleHash,
-    ModuleInfo, SecurityAction, SecurityEvent, SecurityEventKind,
+    CacheEvent, CacheEventKind, CacheTier, CompileEvent, Event, HealthChange, HealthStatus,
+    InstantiateEvent, LimitKind, ModuleHash, ModuleInfo, PoolEvent, PoolEventKind, SecurityAction,
+    SecurityEvent, SecurityEventKind,
 };
 pub use observer::{FanOut, NoopObserver, Observer, RecordedEvent, RecordingObserver};
 pub use report::{ExecutionId, ExecutionKind, ExecutionReport, Outcome, OutcomeKind, TrapKind};

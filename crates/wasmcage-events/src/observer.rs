@@ -3,7 +3,8 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::{
-    CompileEvent, Event, ExecutionReport, HealthChange, InstantiateEvent, ModuleInfo, SecurityEvent,
+    CacheEvent, CompileEvent, Event, ExecutionReport, HealthChange, InstantiateEvent, ModuleInfo,
+    PoolEvent, SecurityEvent,
 };
 
 /// Something that watches the sandbox: metrics, tracing, health, or a test.
@@ -104,6 +105,10 @@ pub enum RecordedEvent {
     Security(SecurityEvent),
     /// See [`Event::HealthChanged`].
     HealthChanged(HealthChange),
+    /// See [`Event::Cache`].
+    Cache(CacheEvent),
+    /// See [`Event::Pool`].
+    Pool(PoolEvent),
 }
 
 impl RecordedEvent {
@@ -120,6 +125,8 @@ impl RecordedEvent {
             Event::ExecutionFinished(r) => RecordedEvent::ExecutionFinished(Box::new(r.clone())),
             Event::Security(e) => RecordedEvent::Security(e.clone()),
             Event::HealthChanged(e) => RecordedEvent::HealthChanged(e.clone()),
+            Event::Cache(e) => RecordedEvent::Cache(e.clone()),
+            Event::Pool(e) => RecordedEvent::Pool(e.clone()),
         }
     }
 }
