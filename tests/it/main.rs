@@ -4,5 +4,6 @@ mod cache;
 mod common;
 mod limits;
 mod outcomes;
+mod pool;
 mod tidy;
 mod wasi;

@@ -94,6 +94,18 @@ pub enum Error {
         /// Why it failed.
         reason: String,
     },
+    /// Every slot of a warm pool was in use, and waiting (if configured) did not free one.
+    #[error(
+        "warm pool `{pool}` is exhausted: all {max} slots were in use (waited {waited:?}); raise max_in_use or retry later"
+    )]
+    PoolExhausted {
+        /// The pool.
+        pool: String,
+        /// Its slot count.
+        max: usize,
+        /// How long the execution waited.
+        waited: std::time::Duration,
+    },
     /// The engine or sandbox configuration is inconsistent.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -7,7 +7,7 @@ use wasmcage_events::{
     Event, ExecutionId, ExecutionKind, ExecutionReport, InstantiateEvent, LimitKind, Outcome,
     SecurityAction, SecurityEvent, SecurityEventKind, TrapKind,
 };
-use wasmtime::{Store, UpdateDeadline, Val};
+use wasmtime::{Instance, Store, UpdateDeadline, Val};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
@@ -117,7 +117,7 @@ struct SandboxInner {
 }
 
 /// What the shared execution path needs to know about one execution.
-struct Plan<'a> {
+pub(crate) struct Plan<'a> {
     kind: ExecutionKind,
     entry: &'a str,
     params: Vec<Val>,
@@ -125,35 +125,9 @@ struct Plan<'a> {
     command: Option<CommandInput>,
 }
 
-struct Finished {
-    results: Vec<Value>,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-    report: ExecutionReport,
-}
-
-impl Sandbox {
-    /// Starts building a sandbox on this engine, with default [`Limits`].
-    pub fn builder(engine: &Engine) -> SandboxBuilder {
-        SandboxBuilder {
-            engine: engine.clone(),
-            limits: Limits::default(),
-        }
-    }
-
-    /// The limits every execution of this sandbox runs under.
-    pub fn limits(&self) -> &Limits {
-        &self.inner.limits
-    }
-
-    /// Calls the export `export` with `args` and returns its results and report.
-    ///
-    /// A missing export or arguments of the wrong number or type are an [`Error`]; a guest
-    /// that traps or breaks a limit is a report with that outcome and no results.
-    ///
-    /// This blocks the calling thread for up to the timeout. From async code use
-    /// [`Sandbox::call_async`].
-    pub fn call(&self, module: &Module, export: &str, args: &[Value]) -> Result<CallOutput, Error> {
+impl<'a> Plan<'a> {
+    /// Checks the arguments against the export's signature; nothing runs on a mismatch.
+    pub(crate) fn call(module: &Module, export: &'a str, args: &[Value]) -> Result<Self, Error> {
         let ty = module.func_type(export)?;
         let signature = || Error::UnsupportedSignature {
             export: export.to_owned(),
@@ -175,14 +149,77 @@ impl Sandbox {
                 given,
             });
         }
-        let plan = Plan {
+        Ok(Plan {
             kind: ExecutionKind::Call,
             entry: export,
             params: args.iter().map(|a| a.to_wasmtime()).collect(),
             results: ty.results().len(),
             command: None,
-        };
-        let done = self.execute(module, plan)?;
+        })
+    }
+
+    /// Checks that the module is a WASI command.
+    pub(crate) fn command(module: &Module, input: CommandInput) -> Result<Self, Error> {
+        match module.func_type("_start") {
+            Ok(ty) if ty.params().len() == 0 && ty.results().len() == 0 => {}
+            _ => {
+                return Err(Error::NotACommand {
+                    module: module.info().name.to_string(),
+                });
+            }
+        }
+        Ok(Plan {
+            kind: ExecutionKind::Command,
+            entry: "_start",
+            params: Vec::new(),
+            results: 0,
+            command: Some(input),
+        })
+    }
+}
+
+/// An instantiated store handed to one execution, by a pool or made on the spot.
+pub(crate) struct Assigned {
+    pub(crate) store: Store<StoreState>,
+    pub(crate) instance: Result<Instance, wasmtime::Error>,
+    pub(crate) instantiate_duration: Duration,
+}
+
+pub(crate) struct Finished {
+    pub(crate) results: Vec<Value>,
+    pub(crate) stdout: Vec<u8>,
+    pub(crate) stderr: Vec<u8>,
+    pub(crate) report: ExecutionReport,
+}
+
+impl Sandbox {
+    /// Starts building a sandbox on this engine, with default [`Limits`].
+    pub fn builder(engine: &Engine) -> SandboxBuilder {
+        SandboxBuilder {
+            engine: engine.clone(),
+            limits: Limits::default(),
+        }
+    }
+
+    pub(crate) fn observer(&self) -> &dyn wasmcage_events::Observer {
+        &*self.inner.engine.inner().observer
+    }
+
+    /// The limits every execution of this sandbox runs under.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// Calls the export `export` with `args` and returns its results and report.
+    ///
+    /// A missing export or arguments of the wrong number or type are an [`Error`]; a guest
+    /// that traps or breaks a limit is a report with that outcome and no results.
+    ///
+    /// This blocks the calling thread for up to the timeout. From async code use
+    /// [`Sandbox::call_async`].
+    pub fn call(&self, module: &Module, export: &str, args: &[Value]) -> Result<CallOutput, Error> {
+        let plan = Plan::call(module, export, args)?;
+        let done = self.execute(module, plan, None)?;
         Ok(CallOutput {
             results: done.results,
             report: done.report,
@@ -199,22 +236,8 @@ impl Sandbox {
         module: &Module,
         input: CommandInput,
     ) -> Result<CommandOutput, Error> {
-        match module.func_type("_start") {
-            Ok(ty) if ty.params().len() == 0 && ty.results().len() == 0 => {}
-            _ => {
-                return Err(Error::NotACommand {
-                    module: module.info().name.to_string(),
-                });
-            }
-        }
-        let plan = Plan {
-            kind: ExecutionKind::Command,
-            entry: "_start",
-            params: Vec::new(),
-            results: 0,
-            command: Some(input),
-        };
-        let done = self.execute(module, plan)?;
+        let plan = Plan::command(module, input)?;
+        let done = self.execute(module, plan, None)?;
         Ok(CommandOutput {
             stdout: done.stdout,
             stderr: done.stderr,
@@ -249,62 +272,72 @@ impl Sandbox {
         join(tokio::task::spawn_blocking(move || sandbox.run_command(&module, input)).await)
     }
 
-    /// The one execution path: a fresh store and instance, the entry called, the outcome
-    /// classified, the report built and sent to the observers once.
-    fn execute(&self, module: &Module, plan: Plan<'_>) -> Result<Finished, Error> {
+    /// The one execution path for a sandbox without a pool: a fresh store and instance.
+    pub(crate) fn execute(
+        &self,
+        module: &Module,
+        plan: Plan<'_>,
+        assigned: Option<Assigned>,
+    ) -> Result<Finished, Error> {
+        let started = Instant::now();
+        let assigned = match assigned {
+            Some(assigned) => assigned,
+            None => {
+                let mut store = self.new_store(module)?;
+                let (instance, duration) = self.instantiate(module, &mut store)?;
+                Assigned {
+                    store,
+                    instance,
+                    instantiate_duration: duration,
+                }
+            }
+        };
+        self.finish(module, plan, assigned, started)
+    }
+
+    /// A store for one execution of `module`, with the limiter, fuel and a deadline, armed
+    /// so that even instantiation (a start function) is bounded.
+    pub(crate) fn new_store(&self, module: &Module) -> Result<Store<StoreState>, Error> {
         let engine = self.inner.engine.inner();
         if !wasmtime::Engine::same(&engine.wasmtime, &module.engine().inner().wasmtime) {
             return Err(Error::Config(
                 "the module was compiled by a different engine than this sandbox's".into(),
             ));
         }
-        let pre = module.instance_pre()?;
         let limits = &self.inner.limits;
-        let observer = &*engine.observer;
-        let execution_id = ExecutionId::next();
-        let started = Instant::now();
-        let deadline = started + limits.timeout;
-
-        let stdout = BoundedOutput::new(limits.max_stdout_bytes);
-        let stderr = BoundedOutput::new(limits.max_stderr_bytes);
-        let wasi = (module.imports_wasi()).then(|| {
-            let input = plan.command.clone().unwrap_or_default();
-            let mut argv = Vec::with_capacity(input.args.len() + 1);
-            argv.push(module.info().name.to_string());
-            argv.extend(input.args);
-            let mut builder = WasiCtxBuilder::new();
-            builder
-                .args(&argv)
-                .stdin(MemoryInputPipe::new(input.stdin))
-                .stdout(stdout.clone())
-                .stderr(stderr.clone())
-                .allow_blocking_current_thread(true);
-            builder.build_p1()
-        });
-
+        let now = Instant::now();
         let mut store = Store::new(
             &engine.wasmtime,
             StoreState {
                 limiter: Limiter::new(limits),
-                wasi,
-                wasi_clock_start: Instant::now(),
-                deadline,
+                wasi: None,
+                wasi_clock_start: now,
+                deadline: now + limits.timeout,
                 timeout: limits.timeout,
             },
         );
         store.limiter(|s| &mut s.limiter);
-        let fuel_given = engine
+        self.arm(&mut store, now)?;
+        Ok(store)
+    }
+
+    /// Refills fuel and sets the deadline to `started` plus the timeout.
+    fn arm(&self, store: &mut Store<StoreState>, started: Instant) -> Result<Option<u64>, Error> {
+        let engine = self.inner.engine.inner();
+        let limits = &self.inner.limits;
+        let fuel = engine
             .config
             .consume_fuel
             .then(|| limits.fuel.unwrap_or(u64::MAX));
-        if let Some(fuel) = fuel_given {
+        if let Some(fuel) = fuel {
             store
                 .set_fuel(fuel)
                 .map_err(|e| Error::Internal(format!("cannot set fuel: {e}")))?;
         }
-        let tick = engine.config.epoch_tick;
-        store.set_epoch_deadline(ticks(limits.timeout, tick));
-        let timeout = limits.timeout;
+        let (timeout, tick) = (limits.timeout, engine.config.epoch_tick);
+        let deadline = started + timeout;
+        store.data_mut().deadline = deadline;
+        store.set_epoch_deadline(ticks(timeout, tick));
         store.epoch_deadline_callback(move |_| {
             let now = Instant::now();
             if now >= deadline {
@@ -316,11 +349,59 @@ impl Sandbox {
             }
             Ok(UpdateDeadline::Continue(ticks(deadline - now, tick)))
         });
+        Ok(fuel)
+    }
+
+    /// Instantiates `module` into `store`; a failure is the guest's (classified later).
+    pub(crate) fn instantiate(
+        &self,
+        module: &Module,
+        store: &mut Store<StoreState>,
+    ) -> Result<(Result<Instance, wasmtime::Error>, Duration), Error> {
+        let pre = module.instance_pre()?;
+        let started = Instant::now();
+        let instance = pre.instantiate(&mut *store);
+        Ok((instance, started.elapsed()))
+    }
+
+    /// Runs the entry on an instantiated store, classifies the end, reports it once.
+    fn finish(
+        &self,
+        module: &Module,
+        plan: Plan<'_>,
+        assigned: Assigned,
+        started: Instant,
+    ) -> Result<Finished, Error> {
+        let Assigned {
+            mut store,
+            instance,
+            instantiate_duration,
+        } = assigned;
+        let limits = &self.inner.limits;
+        let observer = &*self.inner.engine.inner().observer;
+        let execution_id = ExecutionId::next();
+        let fuel_given = self.arm(&mut store, started)?;
+
+        let stdout = BoundedOutput::new(limits.max_stdout_bytes);
+        let stderr = BoundedOutput::new(limits.max_stderr_bytes);
+        if module.imports_wasi() {
+            let input = plan.command.clone().unwrap_or_default();
+            let mut argv = Vec::with_capacity(input.args.len() + 1);
+            argv.push(module.info().name.to_string());
+            argv.extend(input.args);
+            let mut builder = WasiCtxBuilder::new();
+            builder
+                .args(&argv)
+                .stdin(MemoryInputPipe::new(input.stdin))
+                .stdout(stdout.clone())
+                .stderr(stderr.clone())
+                .allow_blocking_current_thread(true);
+            let state = store.data_mut();
+            state.wasi_clock_start = Instant::now();
+            state.wasi = Some(builder.build_p1());
+        }
 
         let mut results = vec![Val::I32(0); plan.results];
-        let instantiate_started = Instant::now();
-        let instance = pre.instantiate(&mut store);
-        let instantiate_duration = instantiate_started.elapsed();
         let (outcome, message, instantiated) = match instance {
             Err(e) => {
                 let c = classify(&e);
@@ -458,6 +539,8 @@ fn ticks(d: Duration, tick: Duration) -> u64 {
     (d.as_nanos().div_ceil(tick.as_nanos())).clamp(1, u64::MAX as u128) as u64
 }
 
-fn join<T>(joined: Result<Result<T, Error>, tokio::task::JoinError>) -> Result<T, Error> {
+pub(crate) fn join<T>(
+    joined: Result<Result<T, Error>, tokio::task::JoinError>,
+) -> Result<T, Error> {
     joined.unwrap_or_else(|e| Err(Error::Internal(format!("the execution thread failed: {e}"))))
 }

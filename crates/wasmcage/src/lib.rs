@@ -27,8 +27,8 @@ pub use wasmcage_events as events;
 
 pub use wasmcage_core::{
     CallOutput, CommandInput, CommandOutput, Engine, EngineConfig, Error, ExecutionKind,
-    ExecutionReport, ExportInfo, Limits, Module, Outcome, OutcomeKind, Sandbox, SandboxBuilder,
-    TrapKind, Value, ValueType,
+    ExecutionReport, ExportInfo, Limits, Module, OnExhausted, Outcome, OutcomeKind, PoolConfig,
+    PoolStats, Sandbox, SandboxBuilder, TrapKind, Value, ValueType, WarmPool,
 };
 pub use wasmcage_events::{Event, FanOut, NoopObserver, Observer, RecordingObserver};
 

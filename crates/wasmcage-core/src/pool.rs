@@ -1,0 +1,335 @@
+//! Warm pools: pre-instantiated instances of one module under one sandbox's limits.
+//!
+//! A pool keeps up to `min_ready` instances instantiated ahead of time (from the pooling
+//! allocator's slots and copy-on-write memory images) and lets at most `max_in_use`
+//! executions run at once. An execution takes a ready instance (a warm hit) or, when none
+//! is ready, instantiates one on the spot (a cold miss); it runs once and is destroyed.
+//! An instance is never handed to a second execution. After each execution the pool makes
+//! one new ready instance if it is below `min_ready`, on the thread that just finished.
+//!
+//! The only locks are this pool's own, held for a push or a pop; there is no global lock.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use wasmcage_events::{Event, PoolEvent, PoolEventKind};
+use wasmtime::{Instance, Store};
+
+use crate::sandbox::{Assigned, Plan, StoreState};
+use crate::{CallOutput, CommandInput, CommandOutput, Error, Module, Sandbox, Value};
+
+/// What a pool does when every slot is in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnExhausted {
+    /// Refuse at once with [`Error::PoolExhausted`].
+    Fail,
+    /// Wait up to this long for a slot, then refuse with [`Error::PoolExhausted`].
+    Wait(Duration),
+}
+
+/// How a warm pool is sized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Instances kept instantiated and ready (default 4). Made when the pool is created.
+    pub min_ready: usize,
+    /// Executions that may run at once (default 64).
+    pub max_in_use: usize,
+    /// What to do when `max_in_use` executions are running (default: wait up to 1 s).
+    pub on_exhausted: OnExhausted,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            min_ready: 4,
+            max_in_use: 64,
+            on_exhausted: OnExhausted::Wait(Duration::from_secs(1)),
+        }
+    }
+}
+
+/// A snapshot of a pool's state and counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Instances ready now.
+    pub available: u64,
+    /// Executions running now.
+    pub in_use: u64,
+    /// The most executions that may run at once.
+    pub max: u64,
+    /// Executions served from a ready instance.
+    pub hits: u64,
+    /// Executions that had to instantiate on demand.
+    pub misses: u64,
+    /// Times an execution found every slot in use.
+    pub exhausted: u64,
+}
+
+impl PoolStats {
+    /// The share of executions served warm, from 0.0 to 1.0 (1.0 before any execution).
+    pub fn hit_ratio(&self) -> f64 {
+        let total = self.hits + self.misses;
+        if total == 0 {
+            1.0
+        } else {
+            self.hits as f64 / total as f64
+        }
+    }
+}
+
+/// A warm pool of one module under one sandbox's limits. Cloning is cheap and shares the pool.
+#[derive(Clone)]
+pub struct WarmPool {
+    inner: Arc<PoolInner>,
+}
+
+struct Ready {
+    store: Store<StoreState>,
+    instance: Instance,
+    instantiate_duration: Duration,
+}
+
+struct PoolInner {
+    name: Arc<str>,
+    sandbox: Sandbox,
+    module: Module,
+    config: PoolConfig,
+    ready: Mutex<Vec<Ready>>,
+    in_use: Mutex<usize>,
+    freed: Condvar,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    exhausted: AtomicU64,
+}
+
+impl std::fmt::Debug for WarmPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WarmPool")
+            .field("name", &self.inner.name)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl WarmPool {
+    /// Creates a pool and pre-warms `min_ready` instances.
+    pub fn new(sandbox: &Sandbox, module: &Module, config: PoolConfig) -> Result<Self, Error> {
+        if config.min_ready > config.max_in_use {
+            return Err(Error::Config(format!(
+                "a pool's min_ready ({}) cannot exceed its max_in_use ({})",
+                config.min_ready, config.max_in_use
+            )));
+        }
+        let info = module.info();
+        let inner = Arc::new(PoolInner {
+            name: format!("{}@{}", info.name, info.hash.short()).into(),
+            sandbox: sandbox.clone(),
+            module: module.clone(),
+            config,
+            ready: Mutex::new(Vec::new()),
+            in_use: Mutex::new(0),
+            freed: Condvar::new(),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            exhausted: AtomicU64::new(0),
+        });
+        let started = Instant::now();
+        let mut made = 0;
+        for _ in 0..inner.config.min_ready {
+            if inner.refill_one()? {
+                made += 1;
+            }
+        }
+        inner.emit(PoolEventKind::Prewarmed {
+            instances: made,
+            duration: started.elapsed(),
+        });
+        Ok(WarmPool { inner })
+    }
+
+    /// The pool's name: the module's name and short hash.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The pool's state and counters now.
+    pub fn stats(&self) -> PoolStats {
+        self.inner.stats()
+    }
+
+    /// [`Sandbox::call`] on an instance from this pool.
+    pub fn call(&self, export: &str, args: &[Value]) -> Result<CallOutput, Error> {
+        let plan = Plan::call(&self.inner.module, export, args)?;
+        let done = self.inner.execute(plan)?;
+        Ok(CallOutput {
+            results: done.results,
+            report: done.report,
+        })
+    }
+
+    /// [`Sandbox::run_command`] on an instance from this pool.
+    pub fn run_command(&self, input: CommandInput) -> Result<CommandOutput, Error> {
+        let plan = Plan::command(&self.inner.module, input)?;
+        let done = self.inner.execute(plan)?;
+        Ok(CommandOutput {
+            stdout: done.stdout,
+            stderr: done.stderr,
+            report: done.report,
+        })
+    }
+
+    /// [`WarmPool::call`] for async callers, on tokio's blocking pool.
+    pub async fn call_async(&self, export: &str, args: &[Value]) -> Result<CallOutput, Error> {
+        let (pool, export, args) = (self.clone(), export.to_owned(), args.to_vec());
+        crate::sandbox::join(tokio::task::spawn_blocking(move || pool.call(&export, &args)).await)
+    }
+
+    /// [`WarmPool::run_command`] for async callers, on tokio's blocking pool.
+    pub async fn run_command_async(&self, input: CommandInput) -> Result<CommandOutput, Error> {
+        let pool = self.clone();
+        crate::sandbox::join(tokio::task::spawn_blocking(move || pool.run_command(input)).await)
+    }
+}
+
+/// Returns the slot when the execution is over, however it ended.
+struct Slot<'a>(&'a PoolInner);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *lock(&self.0.in_use) -= 1;
+        self.0.freed.notify_one();
+        self.0.emit(PoolEventKind::Released);
+        // Replace what was used, off the lock; a failure only means the next one is cold.
+        if lock(&self.0.ready).len() < self.0.config.min_ready {
+            let _ = self.0.refill_one();
+        }
+    }
+}
+
+impl PoolInner {
+    fn stats(&self) -> PoolStats {
+        PoolStats {
+            available: lock(&self.ready).len() as u64,
+            in_use: *lock(&self.in_use) as u64,
+            max: self.config.max_in_use as u64,
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            exhausted: self.exhausted.load(Ordering::Relaxed),
+        }
+    }
+
+    fn emit(&self, kind: PoolEventKind) {
+        let stats = self.stats();
+        let event = PoolEvent {
+            pool: self.name.clone(),
+            kind,
+            available: stats.available,
+            in_use: stats.in_use,
+            max: stats.max,
+        };
+        self.sandbox.observer().on_event(&Event::Pool(&event));
+    }
+
+    /// Instantiates one ready instance; `false` if the module cannot be instantiated ahead
+    /// (its start function traps, say): those executions will run cold and be classified.
+    fn refill_one(&self) -> Result<bool, Error> {
+        let mut store = self.sandbox.new_store(&self.module)?;
+        let (instance, instantiate_duration) =
+            self.sandbox.instantiate(&self.module, &mut store)?;
+        match instance {
+            Ok(instance) => {
+                lock(&self.ready).push(Ready {
+                    store,
+                    instance,
+                    instantiate_duration,
+                });
+                Ok(true)
+            }
+            Err(_) => Ok(false),
+        }
+    }
+
+    fn acquire_slot(&self, asked: Instant) -> Result<Slot<'_>, Error> {
+        let mut in_use = lock(&self.in_use);
+        if *in_use >= self.config.max_in_use {
+            self.exhausted.fetch_add(1, Ordering::Relaxed);
+            let refuse = |waited: Duration| Error::PoolExhausted {
+                pool: self.name.to_string(),
+                max: self.config.max_in_use,
+                waited,
+            };
+            let OnExhausted::Wait(patience) = self.config.on_exhausted else {
+                drop(in_use);
+                self.emit(PoolEventKind::Exhausted { refused: true });
+                return Err(refuse(Duration::ZERO));
+            };
+            let deadline = asked + patience;
+            while *in_use >= self.config.max_in_use {
+                let now = Instant::now();
+                if now >= deadline {
+                    drop(in_use);
+                    self.emit(PoolEventKind::Exhausted { refused: true });
+                    return Err(refuse(asked.elapsed()));
+                }
+                in_use = self
+                    .freed
+                    .wait_timeout(in_use, deadline - now)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+            *in_use += 1;
+            drop(in_use);
+            self.emit(PoolEventKind::Exhausted { refused: false });
+        } else {
+            *in_use += 1;
+        }
+        Ok(Slot(self))
+    }
+
+    fn execute(&self, plan: Plan<'_>) -> Result<crate::sandbox::Finished, Error> {
+        let asked = Instant::now();
+        let _slot = self.acquire_slot(asked)?;
+        let popped = lock(&self.ready).pop();
+        let (assigned, warm) = match popped {
+            Some(ready) => (
+                Assigned {
+                    store: ready.store,
+                    instance: Ok(ready.instance),
+                    instantiate_duration: ready.instantiate_duration,
+                },
+                true,
+            ),
+            None => {
+                let mut store = self.sandbox.new_store(&self.module)?;
+                let (instance, instantiate_duration) =
+                    self.sandbox.instantiate(&self.module, &mut store)?;
+                (
+                    Assigned {
+                        store,
+                        instance,
+                        instantiate_duration,
+                    },
+                    false,
+                )
+            }
+        };
+        let counter = if warm { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let instantiate = if warm {
+            Duration::ZERO
+        } else {
+            assigned.instantiate_duration
+        };
+        self.emit(PoolEventKind::Assigned {
+            warm,
+            wait: asked.elapsed(),
+            instantiate,
+        });
+        self.sandbox.execute(&self.module, plan, Some(assigned))
+    }
+}
