@@ -11,11 +11,26 @@ use crate::{cargo, root};
 const GROUPS: &[(&str, &[&str])] = &[
     (
         "call a tiny export",
-        &["call/wasmtime_by_hand", "call/wasmcage_sandbox"],
+        &[
+            "call/wasmtime_by_hand",
+            "call/wasmcage_warm_pool",
+            "call/wasmcage_sandbox",
+        ],
     ),
     (
         "run a tiny WASI command",
-        &["command/wasmtime_by_hand", "command/wasmcage_sandbox"],
+        &[
+            "command/wasmtime_by_hand",
+            "command/wasmcage_warm_pool",
+            "command/wasmcage_sandbox",
+        ],
+    ),
+    (
+        "time per execution, warm pool (executions/s = 1e9 / ns)",
+        &[
+            "throughput/warm_pool_1_threads",
+            "throughput/warm_pool_2_threads",
+        ],
     ),
 ];
 

@@ -1,8 +1,10 @@
 //! The cost of one execution: wasmcage against wasmtime used by hand, in the same run.
 //!
-//! Both sides do the same work per iteration: a fresh store with fuel and an epoch
-//! deadline, an instantiation from a pre-linked module, one call. wasmcage adds its limiter,
-//! report, observer events and output capture on top; the difference is its overhead.
+//! Every side does the same work per execution: a fresh store with fuel and an epoch
+//! deadline, an instantiation from a pre-linked module on the pooling allocator, one call.
+//! wasmcage adds its limiter, report, observer events and output capture on top; the
+//! difference is its overhead. `wasmcage_warm_pool` takes pre-instantiated instances and
+//! refills after each execution; `wasmcage_sandbox` instantiates on demand.
 
 // criterion_group! generates public functions that cannot carry doc comments.
 #![allow(missing_docs)]
@@ -10,7 +12,9 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use wasmcage_core::{CommandInput, Engine, EngineConfig, Sandbox, Value};
+use std::time::{Duration, Instant};
+
+use wasmcage_core::{CommandInput, Engine, EngineConfig, PoolConfig, Sandbox, Value, WarmPool};
 
 const ADD: &str = r#"(module (func (export "add") (param i32 i32) (result i32)
     (i32.add (local.get 0) (local.get 1))))"#;
@@ -23,9 +27,16 @@ const HELLO: &str = r#"(module
       (i32.store (i32.const 0) (i32.const 100)) (i32.store (i32.const 4) (i32.const 6))
       (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
 
+/// The floor: what a careful user of wasmtime would write by hand, with the pooling
+/// allocator, a pre-linked `InstancePre` and a `TypedFunc`.
 fn by_hand_engine() -> wasmtime::Engine {
     let mut config = wasmtime::Config::new();
     config.consume_fuel(true).epoch_interruption(true);
+    let mut pool = wasmtime::PoolingAllocationConfig::new();
+    pool.total_core_instances(256)
+        .total_memories(256)
+        .total_tables(256);
+    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
     wasmtime::Engine::new(&config).unwrap()
 }
 
@@ -52,15 +63,47 @@ fn call(c: &mut Criterion) {
     let engine = Engine::new(EngineConfig::default()).unwrap();
     let module = engine.compile("add.wat", ADD.as_bytes()).unwrap();
     let sandbox = Sandbox::builder(&engine).build().unwrap();
-    group.bench_function("wasmcage_sandbox", |b| {
-        b.iter(|| {
-            black_box(
-                sandbox
-                    .call(&module, "add", &[Value::I32(black_box(2)), Value::I32(3)])
-                    .unwrap(),
-            )
-        })
+    let pool = WarmPool::new(&sandbox, &module, PoolConfig::default()).unwrap();
+    let args = [Value::I32(2), Value::I32(3)];
+    group.bench_function("wasmcage_warm_pool", |b| {
+        b.iter(|| black_box(pool.call("add", black_box(&args)).unwrap()))
     });
+    group.bench_function("wasmcage_sandbox", |b| {
+        b.iter(|| black_box(sandbox.call(&module, "add", black_box(&args)).unwrap()))
+    });
+    group.finish();
+}
+
+/// Executions per second through one warm pool from 1 and from 2 threads, a fresh instance
+/// per execution. Reported as time per execution; executions/s = 1e9 / ns.
+fn throughput(c: &mut Criterion) {
+    let mut group = c.benchmark_group("throughput");
+    let engine = Engine::new(EngineConfig::default()).unwrap();
+    let module = engine.compile("add.wat", ADD.as_bytes()).unwrap();
+    let sandbox = Sandbox::builder(&engine).build().unwrap();
+    let pool = WarmPool::new(&sandbox, &module, PoolConfig::default()).unwrap();
+    let args = [Value::I32(2), Value::I32(3)];
+    for threads in [1u64, 2] {
+        group.bench_function(format!("warm_pool_{threads}_threads"), |b| {
+            b.iter_custom(|iters| {
+                let per_thread = iters.div_ceil(threads);
+                let started = Instant::now();
+                std::thread::scope(|s| {
+                    for _ in 0..threads {
+                        s.spawn(|| {
+                            for _ in 0..per_thread {
+                                black_box(pool.call("add", &args).unwrap());
+                            }
+                        });
+                    }
+                });
+                // Scaled to `iters` executions: the time per execution is the inverse of
+                // throughput across all threads.
+                let ran = (per_thread * threads) as f64;
+                Duration::from_secs_f64(started.elapsed().as_secs_f64() * iters as f64 / ran)
+            })
+        });
+    }
     group.finish();
 }
 
@@ -96,6 +139,10 @@ fn command(c: &mut Criterion) {
     let engine = Engine::new(EngineConfig::default()).unwrap();
     let module = engine.compile("hello.wat", HELLO.as_bytes()).unwrap();
     let sandbox = Sandbox::builder(&engine).build().unwrap();
+    let pool = WarmPool::new(&sandbox, &module, PoolConfig::default()).unwrap();
+    group.bench_function("wasmcage_warm_pool", |b| {
+        b.iter(|| black_box(pool.run_command(CommandInput::default()).unwrap()))
+    });
     group.bench_function("wasmcage_sandbox", |b| {
         b.iter(|| {
             black_box(
@@ -108,5 +155,5 @@ fn command(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, call, command);
+criterion_group!(benches, call, command, throughput);
 criterion_main!(benches);
