@@ -4,13 +4,16 @@
 //! allocator's slots and copy-on-write memory images) and lets at most `max_in_use`
 //! executions run at once. An execution takes a ready instance (a warm hit) or, when none
 //! is ready, instantiates one on the spot (a cold miss); it runs once and is destroyed.
-//! An instance is never handed to a second execution. After each execution the pool makes
-//! one new ready instance if it is below `min_ready`, on the thread that just finished.
+//! An instance is never handed to a second execution.
+//!
+//! Each pool has a refiller thread that tops the ready instances back up to `min_ready`,
+//! so instantiation happens off the execution path. It holds the pool only while working
+//! and ends within [`REFILL_POLL`] of the last handle on the pool being dropped.
 //!
 //! The only locks are this pool's own, held for a push or a pop; there is no global lock.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use wasmcage_events::{Event, PoolEvent, PoolEventKind};
@@ -18,6 +21,9 @@ use wasmtime::{Instance, Store};
 
 use crate::sandbox::{Assigned, Plan, StoreState};
 use crate::{CallOutput, CommandInput, CommandOutput, Error, Module, Sandbox, Value};
+
+/// How long an idle refiller sleeps before checking whether its pool still exists.
+pub const REFILL_POLL: Duration = Duration::from_millis(100);
 
 /// What a pool does when every slot is in use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +102,13 @@ struct PoolInner {
     module: Module,
     config: PoolConfig,
     ready: Mutex<Vec<Ready>>,
+    /// Wakes the refiller when an instance was taken.
+    taken: Condvar,
+    /// Mirrors `ready.len()`, so that events and stats need no lock.
+    available: AtomicUsize,
     in_use: Mutex<usize>,
+    /// Mirrors `*in_use`, so that events and stats need no lock.
+    in_use_now: AtomicUsize,
     freed: Condvar,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -132,7 +144,10 @@ impl WarmPool {
             module: module.clone(),
             config,
             ready: Mutex::new(Vec::new()),
+            taken: Condvar::new(),
+            available: AtomicUsize::new(0),
             in_use: Mutex::new(0),
+            in_use_now: AtomicUsize::new(0),
             freed: Condvar::new(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -149,6 +164,9 @@ impl WarmPool {
             instances: made,
             duration: started.elapsed(),
         });
+        if inner.config.min_ready > 0 {
+            spawn_refiller(Arc::downgrade(&inner))?;
+        }
         Ok(WarmPool { inner })
     }
 
@@ -201,21 +219,45 @@ struct Slot<'a>(&'a PoolInner);
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        *lock(&self.0.in_use) -= 1;
+        let mut in_use = lock(&self.0.in_use);
+        *in_use -= 1;
+        self.0.in_use_now.store(*in_use, Ordering::Relaxed);
+        drop(in_use);
         self.0.freed.notify_one();
         self.0.emit(PoolEventKind::Released);
-        // Replace what was used, off the lock; a failure only means the next one is cold.
-        if lock(&self.0.ready).len() < self.0.config.min_ready {
-            let _ = self.0.refill_one();
-        }
     }
+}
+
+/// Tops the pool's ready instances up to `min_ready` whenever one is taken.
+fn spawn_refiller(pool: Weak<PoolInner>) -> Result<(), Error> {
+    std::thread::Builder::new()
+        .name("wasmcage-pool-refill".into())
+        .spawn(move || {
+            while let Some(pool) = pool.upgrade() {
+                let ready = lock(&pool.ready);
+                if ready.len() >= pool.config.min_ready {
+                    // Sleep until an instance is taken, or briefly, to notice the pool's end.
+                    drop(pool.taken.wait_timeout(ready, REFILL_POLL));
+                    continue;
+                }
+                drop(ready);
+                // A module that cannot be instantiated ahead (its start function traps)
+                // is served cold; do not spin trying.
+                if !matches!(pool.refill_one(), Ok(true)) {
+                    drop(pool);
+                    std::thread::sleep(REFILL_POLL);
+                }
+            }
+        })
+        .map(drop)
+        .map_err(|e| Error::Internal(format!("cannot start a pool refiller thread: {e}")))
 }
 
 impl PoolInner {
     fn stats(&self) -> PoolStats {
         PoolStats {
-            available: lock(&self.ready).len() as u64,
-            in_use: *lock(&self.in_use) as u64,
+            available: self.available.load(Ordering::Relaxed) as u64,
+            in_use: self.in_use_now.load(Ordering::Relaxed) as u64,
             max: self.config.max_in_use as u64,
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
@@ -243,11 +285,13 @@ impl PoolInner {
             self.sandbox.instantiate(&self.module, &mut store)?;
         match instance {
             Ok(instance) => {
-                lock(&self.ready).push(Ready {
+                let mut ready = lock(&self.ready);
+                ready.push(Ready {
                     store,
                     instance,
                     instantiate_duration,
                 });
+                self.available.store(ready.len(), Ordering::Relaxed);
                 Ok(true)
             }
             Err(_) => Ok(false),
@@ -283,10 +327,12 @@ impl PoolInner {
                     .0;
             }
             *in_use += 1;
+            self.in_use_now.store(*in_use, Ordering::Relaxed);
             drop(in_use);
             self.emit(PoolEventKind::Exhausted { refused: false });
         } else {
             *in_use += 1;
+            self.in_use_now.store(*in_use, Ordering::Relaxed);
         }
         Ok(Slot(self))
     }
@@ -294,7 +340,15 @@ impl PoolInner {
     fn execute(&self, plan: Plan<'_>) -> Result<crate::sandbox::Finished, Error> {
         let asked = Instant::now();
         let _slot = self.acquire_slot(asked)?;
-        let popped = lock(&self.ready).pop();
+        let popped = {
+            let mut ready = lock(&self.ready);
+            let popped = ready.pop();
+            self.available.store(ready.len(), Ordering::Relaxed);
+            popped
+        };
+        if popped.is_some() {
+            self.taken.notify_one();
+        }
         let (assigned, warm) = match popped {
             Some(ready) => (
                 Assigned {
