@@ -26,6 +26,10 @@ const GROUPS: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "cold start of a ~1 MB module in a new process",
+        &["cold_start/no_cache", "cold_start/disk_cache"],
+    ),
+    (
         "time per execution, warm pool (executions/s = 1e9 / ns)",
         &[
             "throughput/warm_pool_1_threads",
@@ -35,9 +39,14 @@ const GROUPS: &[(&str, &[&str])] = &[
 ];
 
 pub fn run(extra: &[String]) -> Result<()> {
-    let mut args = vec!["bench", "-p", "wasmcage-core", "--bench", "execution", "--"];
-    args.extend(extra.iter().map(String::as_str));
-    cargo(&args)?;
+    for (package, bench) in [
+        ("wasmcage-core", "execution"),
+        ("wasmcage-cli", "cold_start"),
+    ] {
+        let mut args = vec!["bench", "-p", package, "--bench", bench, "--"];
+        args.extend(extra.iter().map(String::as_str));
+        cargo(&args)?;
+    }
     print_table(&root().join("target/criterion"))
 }
 

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use wasmcage::core::{CacheConfig, PoolingConfig};
 use wasmcage::{
     CommandInput, Engine, EngineConfig, ExecutionReport, Limits, Outcome, Sandbox, Value,
 };
@@ -75,6 +76,34 @@ pub struct RunArgs {
     /// Write the execution report as JSON to this file, or `-` for stderr.
     #[arg(long, value_name = "PATH")]
     report: Option<String>,
+
+    /// Keep compiled native code here so the next run of the same module skips compiling.
+    /// Default: `$WASMCAGE_CACHE_DIR`, else `$XDG_CACHE_HOME/wasmcage`, else
+    /// `~/.cache/wasmcage`.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
+    cache_dir: Option<PathBuf>,
+
+    /// Compile the module afresh and keep nothing on disk.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+/// The cache directory to use, if any.
+fn cache_dir(args: &RunArgs) -> Option<PathBuf> {
+    if args.no_cache {
+        return None;
+    }
+    if let Some(dir) = &args.cache_dir {
+        return Some(dir.clone());
+    }
+    let env = |key: &str| {
+        std::env::var_os(key)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    env("WASMCAGE_CACHE_DIR")
+        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("wasmcage")))
+        .or_else(|| env("HOME").map(|d| d.join(".cache/wasmcage")))
 }
 
 pub fn main(args: RunArgs) -> ExitCode {
@@ -90,9 +119,29 @@ pub fn main(args: RunArgs) -> ExitCode {
 fn run(args: &RunArgs) -> Result<ExitCode> {
     let config = EngineConfig {
         max_wasm_stack: usize::try_from(args.stack).context("--stack is too large")?,
+        // One execution needs few instance slots; a small pool reserves little address space.
+        pooling: Some(PoolingConfig {
+            total_instances: 4,
+            ..PoolingConfig::default()
+        }),
+        cache: CacheConfig {
+            dir: cache_dir(args),
+            ..CacheConfig::default()
+        },
         ..EngineConfig::default()
     };
-    let engine = Engine::new(config)?;
+    let engine = match Engine::new(config.clone()) {
+        Ok(engine) => engine,
+        // An unusable cache directory costs speed, not correctness: run without it.
+        Err(e) if config.cache.dir.is_some() => {
+            eprintln!("wasmcage: warning: {e}; running without the on-disk cache");
+            Engine::new(EngineConfig {
+                cache: CacheConfig::default(),
+                ..config
+            })?
+        }
+        Err(e) => return Err(e.into()),
+    };
     let module = engine.compile_file(&args.module)?;
     let limits = Limits {
         memory_bytes: args.memory,

@@ -9,7 +9,10 @@ fn examples() -> PathBuf {
 }
 
 fn wasmcage(args: &[&str], stdin: &[u8]) -> Output {
+    // Tests keep their compiled modules away from the user's own cache.
+    let cache = std::env::temp_dir().join("wasmcage-cli-tests-cache");
     let mut child = Command::new(env!("CARGO_BIN_EXE_wasmcage"))
+        .env("WASMCAGE_CACHE_DIR", cache)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -220,4 +223,78 @@ fn truncated_output_is_reported() {
     let stderr = text(&out.stderr);
     assert!(stderr.contains("\"stdout_truncated\":true"), "{stderr}");
     assert!(stderr.contains("--max-output"), "{stderr}");
+}
+
+#[test]
+fn a_second_run_loads_the_module_from_the_disk_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let add = examples().join("add.wat");
+    let dir = cache.path().to_str().unwrap();
+    let run = || {
+        wasmcage(
+            &[
+                "run",
+                add.to_str().unwrap(),
+                "--cache-dir",
+                dir,
+                "--invoke",
+                "add",
+                "2",
+                "3",
+            ],
+            b"",
+        )
+    };
+    assert_eq!(text(&run().stdout), "5\n");
+    let files = |d: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(d)
+            .unwrap()
+            .flat_map(|e| std::fs::read_dir(e.unwrap().path()).unwrap())
+            .map(|f| f.unwrap().path())
+            .collect()
+    };
+    let written = files(cache.path());
+    assert_eq!(written.len(), 1, "one cache file: {written:?}");
+    assert_eq!(text(&run().stdout), "5\n");
+
+    // A corrupted cache file is discarded and replaced, and the run still succeeds.
+    std::fs::write(&written[0], b"WCAGE001 garbage").unwrap();
+    assert_eq!(text(&run().stdout), "5\n");
+    assert!(std::fs::read(&written[0]).unwrap().len() > 100);
+
+    let out = wasmcage(
+        &[
+            "run",
+            add.to_str().unwrap(),
+            "--no-cache",
+            "--invoke",
+            "add",
+            "1",
+            "1",
+        ],
+        b"",
+    );
+    assert_eq!(text(&out.stdout), "2\n");
+}
+
+#[test]
+fn an_unusable_cache_directory_only_warns() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let add = examples().join("add.wat");
+    let out = wasmcage(
+        &[
+            "run",
+            add.to_str().unwrap(),
+            "--cache-dir",
+            file.path().to_str().unwrap(),
+            "--invoke",
+            "add",
+            "1",
+            "2",
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stdout), "3\n");
+    assert!(text(&out.stderr).contains("running without the on-disk cache"));
 }
