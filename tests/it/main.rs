@@ -3,6 +3,7 @@
 mod cache;
 mod common;
 mod limits;
+mod metrics;
 mod outcomes;
 mod pool;
 mod tidy;

@@ -5,7 +5,9 @@
 //! enforces, and get a classified [`ExecutionReport`] for every run.
 //!
 //! This facade re-exports the layers so that most users depend on this one crate:
-//! [`core`] (execution on wasmtime) and [`events`] (the vocabulary every layer shares).
+//! [`core`] (execution on wasmtime), [`events`] (the vocabulary every layer shares), and,
+//! behind cargo features, `metrics` (Prometheus, feature `metrics`) and `monitoring` (the
+//! HTTP server for `/metrics`, feature `monitoring`). Both features are on by default.
 //!
 //! ```
 //! use wasmcage::{CommandInput, Engine, EngineConfig, Limits, Outcome, Sandbox};
@@ -24,6 +26,12 @@
 
 pub use wasmcage_core as core;
 pub use wasmcage_events as events;
+/// Prometheus metrics and the performance monitor (feature `metrics`).
+#[cfg(feature = "metrics")]
+pub use wasmcage_metrics as metrics;
+
+#[cfg(feature = "monitoring")]
+pub mod monitoring;
 
 pub use wasmcage_core::{
     CallOutput, CommandInput, CommandOutput, Engine, EngineConfig, Error, ExecutionKind,
@@ -36,3 +44,8 @@ pub use wasmcage_events::{Event, FanOut, NoopObserver, Observer, RecordingObserv
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
+
+/// docs/monitoring.md's Rust example, compiled as a doc test so that it cannot drift.
+#[cfg(all(doctest, feature = "metrics", feature = "monitoring"))]
+#[doc = include_str!("../../../docs/monitoring.md")]
+pub struct MonitoringDocDoctests;

@@ -1,0 +1,376 @@
+//! Prometheus metrics for wasmcage.
+//!
+//! [`Metrics`] is an [`Observer`]: give it to the engine and every compile, instantiation,
+//! execution, cache and pool change, security event and health change becomes a Prometheus
+//! series in its own [`Registry`] (never a hidden global; pass your own with
+//! [`Metrics::with_registry`]). Names follow Prometheus conventions: one `wasmcage_` prefix,
+//! base units, `_total` on counters, and bounded label sets: modules are labelled by name,
+//! at most [`MetricsConfig::max_module_labels`] of them, and never by an execution id.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use wasmcage_metrics::{Metrics, MetricsConfig};
+//!
+//! let metrics = Arc::new(Metrics::new(MetricsConfig::default())?);
+//! // Engine::with_observer(config, metrics.clone()) ... then serve `metrics.render()`.
+//! assert!(metrics.render().contains("wasmcage_up 1"));
+//! # Ok::<(), wasmcage_metrics::MetricsError>(())
+//! ```
+
+mod custom;
+mod families;
+mod monitor;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use prometheus::{Encoder, Histogram, IntCounter, IntGauge, Registry, TextEncoder};
+use wasmcage_events::{
+    CacheEventKind, CacheTier, Event, ExecutionKind, ExecutionReport, HealthStatus, ModuleHash,
+    Observer, OutcomeKind, PoolEventKind, SecurityEventKind,
+};
+
+pub use custom::CustomMetrics;
+pub use families::{FAMILIES, FamilyInfo};
+pub use monitor::{
+    Anomaly, AnomalyKind, ExportStats, Hotspot, MonitorConfig, PerformanceMonitor,
+    PerformanceReport,
+};
+
+use families::Families;
+
+/// An error from registering or naming a metric.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetricsError {
+    /// The name does not follow Prometheus naming rules.
+    #[error("`{name}` is not a valid Prometheus {what} name: {rule}")]
+    InvalidName {
+        /// The offending name.
+        name: String,
+        /// `metric` or `label`.
+        what: &'static str,
+        /// The rule it breaks.
+        rule: &'static str,
+    },
+    /// The name belongs to a built-in wasmcage metric (the `wasmcage_` prefix is reserved).
+    #[error(
+        "`{0}` clashes with wasmcage's built-in metrics: names starting with `wasmcage_` are reserved; choose another prefix"
+    )]
+    Reserved(String),
+    /// The registry refused the metric (most often: a metric of that name already exists).
+    #[error("the registry refused the metric: {0}")]
+    Registry(#[from] prometheus::Error),
+}
+
+/// How [`Metrics`] behaves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsConfig {
+    /// Distinct module names used as label values (default 100); executions of further
+    /// modules are counted under `module="_other"`, which keeps cardinality bounded however
+    /// many modules users upload.
+    pub max_module_labels: usize,
+    /// Whether to register the standard process collector (CPU, RSS, fds) where the
+    /// platform supports it (default on).
+    pub process_collector: bool,
+    /// The performance monitor's configuration.
+    pub monitor: MonitorConfig,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            max_module_labels: 100,
+            process_collector: true,
+            monitor: MonitorConfig::default(),
+        }
+    }
+}
+
+/// The label value used once `max_module_labels` distinct modules have been seen.
+pub const OTHER_MODULE: &str = "_other";
+
+/// Label handles for one (module, execution kind), resolved once and reused: the hot path
+/// never formats or hashes label values again.
+struct ModuleHandles {
+    outcomes: [IntCounter; 7],
+    duration: Histogram,
+    fuel: IntCounter,
+    fuel_per_execution: Histogram,
+    memory_peak: Histogram,
+    memory_limit: IntGauge,
+}
+
+/// The Prometheus observer. See the crate documentation.
+pub struct Metrics {
+    registry: Registry,
+    families: Families,
+    config: MetricsConfig,
+    labels: Mutex<HashMap<ModuleHash, Arc<str>>>,
+    handles: Mutex<HashMap<(ModuleHash, ExecutionKind), Arc<ModuleHandles>>>,
+    monitor: PerformanceMonitor,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// Metrics in a registry of their own.
+    pub fn new(config: MetricsConfig) -> Result<Self, MetricsError> {
+        Self::with_registry(Registry::new(), config)
+    }
+
+    /// Metrics registered into `registry`, next to whatever else it holds.
+    pub fn with_registry(registry: Registry, config: MetricsConfig) -> Result<Self, MetricsError> {
+        let families = Families::register(&registry)?;
+        families.up.set(1.0);
+        if config.process_collector {
+            register_process_collector(&registry)?;
+        }
+        Ok(Metrics {
+            registry,
+            families,
+            monitor: PerformanceMonitor::new(config.monitor.clone()),
+            config,
+            labels: Mutex::default(),
+            handles: Mutex::default(),
+        })
+    }
+
+    /// The registry the metrics live in.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The performance monitor fed by every execution.
+    pub fn monitor(&self) -> &PerformanceMonitor {
+        &self.monitor
+    }
+
+    /// Registers metrics of your own into the same registry.
+    pub fn custom(&self) -> CustomMetrics<'_> {
+        CustomMetrics::new(&self.registry)
+    }
+
+    /// Everything in the registry, in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding families gathered from our own registry into a Vec cannot fail.
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding of gathered metrics");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+
+    /// The content type of [`Metrics::render`]'s output.
+    pub fn content_type(&self) -> &'static str {
+        "text/plain; version=0.0.4; charset=utf-8"
+    }
+
+    fn module_label(&self, report: &ExecutionReport) -> Arc<str> {
+        let mut labels = self.labels.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(label) = labels.get(&report.module.hash) {
+            return label.clone();
+        }
+        if labels.len() >= self.config.max_module_labels {
+            return OTHER_MODULE.into();
+        }
+        let label: Arc<str> = report.module.name.clone();
+        labels.insert(report.module.hash, label.clone());
+        label
+    }
+
+    fn handles(&self, report: &ExecutionReport) -> Arc<ModuleHandles> {
+        let key = (report.module.hash, report.kind);
+        if let Some(h) = self
+            .handles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
+            return h.clone();
+        }
+        let module = self.module_label(report);
+        let f = &self.families;
+        let kind = report.kind.as_str();
+        let handles = Arc::new(ModuleHandles {
+            outcomes: OutcomeKind::ALL.map(|o| {
+                f.executions
+                    .with_label_values(&[&*module, kind, o.as_str()])
+            }),
+            duration: f.execution_duration.with_label_values(&[&*module, kind]),
+            fuel: f.fuel_consumed.with_label_values(&[&*module]),
+            fuel_per_execution: f.execution_fuel.with_label_values(&[&*module]),
+            memory_peak: f.memory_peak.with_label_values(&[&*module]),
+            memory_limit: f.memory_limit.with_label_values(&[&*module]),
+        });
+        self.handles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, handles.clone());
+        handles
+    }
+
+    fn on_execution(&self, report: &ExecutionReport) {
+        let h = self.handles(report);
+        let outcome = report.outcome.kind();
+        let index = OutcomeKind::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .expect("every kind is listed");
+        h.outcomes[index].inc();
+        h.duration.observe(report.duration.as_secs_f64());
+        if let Some(fuel) = report.fuel_consumed {
+            h.fuel.inc_by(fuel);
+            h.fuel_per_execution.observe(fuel as f64);
+        }
+        h.memory_peak.observe(report.memory_peak_bytes as f64);
+        h.memory_limit
+            .set(i64::try_from(report.memory_limit_bytes).unwrap_or(i64::MAX));
+        if let Some(trap) = report.outcome.trap_kind() {
+            let module = self.module_label(report);
+            self.families
+                .traps
+                .with_label_values(&[&*module, trap.as_str()])
+                .inc();
+        }
+        for (stream, cut) in [
+            ("stdout", report.stdout_truncated),
+            ("stderr", report.stderr_truncated),
+        ] {
+            if cut {
+                self.families
+                    .output_truncated
+                    .with_label_values(&[stream])
+                    .inc();
+            }
+        }
+        self.monitor.record(
+            &report.module.name,
+            &report.entry,
+            report.execution_id.0,
+            report.duration,
+        );
+    }
+}
+
+impl Observer for Metrics {
+    fn on_event(&self, event: &Event<'_>) {
+        let f = &self.families;
+        match *event {
+            Event::ModuleCompiled(e) => {
+                f.modules_compiled.inc();
+                f.compile_duration.observe(e.duration.as_secs_f64());
+            }
+            Event::ModuleRejected { .. } => f.modules_rejected.inc(),
+            Event::InstanceCreated(e) => {
+                f.instances_created.inc();
+                f.instances_active.inc();
+                f.instantiation_duration.observe(e.duration.as_secs_f64());
+            }
+            Event::InstanceDestroyed { .. } => {
+                f.instances_destroyed.inc();
+                f.instances_active.dec();
+            }
+            Event::ExecutionFinished(report) => self.on_execution(report),
+            Event::Security(e) => {
+                let kind = e.kind.as_str();
+                f.security_violations
+                    .with_label_values(&[kind, e.capability, e.action.as_str()])
+                    .inc();
+                if let SecurityEventKind::LimitExceeded(limit) = e.kind {
+                    f.limits_exceeded.with_label_values(&[limit.as_str()]).inc();
+                }
+            }
+            Event::HealthChanged(e) => {
+                let value = match e.current {
+                    HealthStatus::Healthy => 0,
+                    HealthStatus::Degraded => 1,
+                    HealthStatus::Critical => 2,
+                };
+                f.health_status.with_label_values(&[&e.check]).set(value);
+            }
+            Event::Cache(e) => {
+                match e.kind {
+                    CacheEventKind::Hit(CacheTier::Memory) => {
+                        f.cache_hits.with_label_values(&["memory"]).inc()
+                    }
+                    CacheEventKind::Hit(CacheTier::Disk) => {
+                        f.cache_hits.with_label_values(&["disk"]).inc()
+                    }
+                    CacheEventKind::Miss => f.cache_misses.inc(),
+                    CacheEventKind::Evicted => f.cache_evictions.inc(),
+                    CacheEventKind::Discarded => f.cache_discarded.inc(),
+                    _ => {}
+                }
+                f.cache_entries
+                    .set(i64::try_from(e.entries).unwrap_or(i64::MAX));
+                f.cache_bytes
+                    .set(i64::try_from(e.bytes).unwrap_or(i64::MAX));
+            }
+            Event::Pool(e) => {
+                let pool = &*e.pool;
+                let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+                f.pool_available
+                    .with_label_values(&[pool])
+                    .set(gauge(e.available));
+                f.pool_in_use
+                    .with_label_values(&[pool])
+                    .set(gauge(e.in_use));
+                f.pool_max.with_label_values(&[pool]).set(gauge(e.max));
+                match e.kind {
+                    PoolEventKind::Prewarmed { duration, .. } => {
+                        f.pool_prewarm_duration
+                            .with_label_values(&[pool])
+                            .set(duration.as_secs_f64());
+                    }
+                    PoolEventKind::Assigned {
+                        warm,
+                        wait,
+                        instantiate,
+                    } => {
+                        let result = if warm { "warm" } else { "cold" };
+                        f.pool_assignments.with_label_values(&[pool, result]).inc();
+                        f.pool_assignment_duration
+                            .with_label_values(&[pool])
+                            .observe(wait.as_secs_f64());
+                        if !warm {
+                            f.pool_instantiation_duration
+                                .with_label_values(&[pool])
+                                .observe(instantiate.as_secs_f64());
+                        }
+                        let hits = f.pool_assignments.with_label_values(&[pool, "warm"]).get();
+                        let misses = f.pool_assignments.with_label_values(&[pool, "cold"]).get();
+                        f.pool_hit_ratio
+                            .with_label_values(&[pool])
+                            .set(hits as f64 / (hits + misses).max(1) as f64);
+                    }
+                    PoolEventKind::Exhausted { refused } => {
+                        let action = if refused { "refused" } else { "waited" };
+                        f.pool_exhausted.with_label_values(&[pool, action]).inc();
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn register_process_collector(registry: &Registry) -> Result<(), MetricsError> {
+    let collector = prometheus::process_collector::ProcessCollector::for_self();
+    registry.register(Box::new(collector))?;
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn register_process_collector(_registry: &Registry) -> Result<(), MetricsError> {
+    // The prometheus crate's process collector reads /proc; elsewhere there is nothing to add.
+    Ok(())
+}
