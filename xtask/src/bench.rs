@@ -26,6 +26,14 @@ const GROUPS: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "observing one execution (metrics on vs off)",
+        &[
+            "observe/execution_no_observer",
+            "observe/execution_with_metrics",
+            "observe/metrics_record_one_execution",
+        ],
+    ),
+    (
         "cold start of a ~1 MB module in a new process",
         &["cold_start/no_cache", "cold_start/disk_cache"],
     ),
@@ -39,10 +47,12 @@ const GROUPS: &[(&str, &[&str])] = &[
 ];
 
 pub fn run(extra: &[String]) -> Result<()> {
-    for (package, bench) in [
+    let benches = [
         ("wasmcage-core", "execution"),
         ("wasmcage-cli", "cold_start"),
-    ] {
+        ("wasmcage", "observers"),
+    ];
+    for (package, bench) in benches {
         let mut args = vec!["bench", "-p", package, "--bench", bench, "--"];
         args.extend(extra.iter().map(String::as_str));
         cargo(&args)?;
