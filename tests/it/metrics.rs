@@ -424,10 +424,9 @@ fn wait_for(prometheus: &Prometheus, query: &str, expected: f64) {
             let (status, body) = http_get(prometheus.addr, &path);
             if status == 200 {
                 let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-                if let Some(v) = json["data"]["result"][0]["value"][1].as_str() {
-                    if v.parse::<f64>().unwrap() == expected {
-                        return;
-                    }
+                let value = json["data"]["result"][0]["value"][1].as_str();
+                if value.and_then(|v| v.parse::<f64>().ok()) == Some(expected) {
+                    return;
                 }
                 last = body;
             }
