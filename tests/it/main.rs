@@ -7,4 +7,5 @@ mod metrics;
 mod outcomes;
 mod pool;
 mod tidy;
+mod traces;
 mod wasi;

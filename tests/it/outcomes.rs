@@ -198,8 +198,10 @@ fn every_execution_is_observed_once_in_order() {
         .events()
         .iter()
         .map(|e| match e {
+            RecordedEvent::CompileStarted(_) => "compiling",
             RecordedEvent::ModuleCompiled(_) => "compiled",
             RecordedEvent::Cache(_) => "cache",
+            RecordedEvent::ExecutionStarted(_) => "started",
             RecordedEvent::InstanceCreated(_) => "created",
             RecordedEvent::InstanceDestroyed(_) => "destroyed",
             RecordedEvent::ExecutionFinished(_) => "finished",
@@ -208,7 +210,15 @@ fn every_execution_is_observed_once_in_order() {
         .collect();
     assert_eq!(
         kinds,
-        ["compiled", "cache", "created", "destroyed", "finished"]
+        [
+            "compiling",
+            "compiled",
+            "cache",
+            "started",
+            "created",
+            "destroyed",
+            "finished"
+        ]
     );
     assert_eq!(recorder.reports(), vec![out.report]);
 }

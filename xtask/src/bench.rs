@@ -34,6 +34,14 @@ const GROUPS: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "tracing one execution (subscriber off, info logs, OTLP export)",
+        &[
+            "trace/subscriber_off",
+            "trace/info_logs",
+            "trace/otlp_export",
+        ],
+    ),
+    (
         "cold start of a ~1 MB module in a new process",
         &["cold_start/no_cache", "cold_start/disk_cache"],
     ),

@@ -177,6 +177,9 @@ impl Engine {
     /// Malformed or invalid input is an [`Error::InvalidModule`] that says what is wrong;
     /// observers see a `ModuleRejected` event for it, and a `ModuleCompiled` event otherwise.
     pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<Module, Error> {
+        self.inner
+            .observer
+            .on_event(&Event::CompileStarted { name });
         let result = self.compile_inner(name, bytes);
         if let Err(Error::InvalidModule { reason, .. }) = &result {
             self.inner

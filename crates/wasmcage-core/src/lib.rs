@@ -41,4 +41,7 @@ pub use module::{ExportInfo, Module};
 pub use pool::{OnExhausted, PoolConfig, PoolStats, WarmPool};
 pub use sandbox::{CallOutput, CommandInput, CommandOutput, Sandbox, SandboxBuilder};
 pub use value::{Value, ValueType};
-pub use wasmcage_events::{ExecutionKind, ExecutionReport, Outcome, OutcomeKind, TrapKind};
+pub use wasmcage_events::{
+    ExecutionContext, ExecutionKind, ExecutionReport, Outcome, OutcomeKind, SandboxId, TraceParent,
+    TrapKind,
+};

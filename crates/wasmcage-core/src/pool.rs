@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use wasmcage_events::{Event, PoolEvent, PoolEventKind};
+use wasmcage_events::{Event, PoolEvent, PoolEventKind, TraceParent};
 use wasmtime::{Instance, Store};
 
 use crate::sandbox::{Assigned, Plan, StoreState};
@@ -175,7 +175,18 @@ impl WarmPool {
 
     /// [`Sandbox::call`] on an instance from this pool.
     pub fn call(&self, export: &str, args: &[Value]) -> Result<CallOutput, Error> {
-        let plan = Plan::call(&self.inner.module, export, args)?;
+        self.call_traced(export, args, None)
+    }
+
+    /// [`Sandbox::call_traced`] on an instance from this pool.
+    pub fn call_traced(
+        &self,
+        export: &str,
+        args: &[Value],
+        trace: Option<TraceParent>,
+    ) -> Result<CallOutput, Error> {
+        let mut plan = Plan::call(&self.inner.module, export, args)?;
+        plan.trace = trace;
         let done = self.inner.execute(plan)?;
         Ok(CallOutput {
             results: done.results,
@@ -185,7 +196,17 @@ impl WarmPool {
 
     /// [`Sandbox::run_command`] on an instance from this pool.
     pub fn run_command(&self, input: CommandInput) -> Result<CommandOutput, Error> {
-        let plan = Plan::command(&self.inner.module, input)?;
+        self.run_command_traced(input, None)
+    }
+
+    /// [`Sandbox::run_command_traced`] on an instance from this pool.
+    pub fn run_command_traced(
+        &self,
+        input: CommandInput,
+        trace: Option<TraceParent>,
+    ) -> Result<CommandOutput, Error> {
+        let mut plan = Plan::command(&self.inner.module, input)?;
+        plan.trace = trace;
         let done = self.inner.execute(plan)?;
         Ok(CommandOutput {
             stdout: done.stdout,
@@ -311,7 +332,9 @@ impl PoolInner {
 
     fn execute(&self, plan: Plan<'_>) -> Result<crate::sandbox::Finished, Error> {
         let asked = Instant::now();
+        self.module.instance_pre()?;
         let _slot = self.acquire_slot(asked)?;
+        let (context, started) = self.sandbox.start(&self.module, &plan);
         let popped = {
             let mut ready = lock(&self.ready);
             let popped = ready.pop();
@@ -353,6 +376,7 @@ impl PoolInner {
             wait: asked.elapsed(),
             instantiate,
         });
-        self.sandbox.execute(&self.module, plan, Some(assigned))
+        self.sandbox
+            .finish(&self.module, plan, assigned, context, started)
     }
 }

@@ -4,8 +4,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmcage_events::{
-    Event, ExecutionId, ExecutionKind, ExecutionReport, InstantiateEvent, LimitKind, Outcome,
-    SecurityAction, SecurityEvent, SecurityEventKind, TrapKind,
+    Event, ExecutionContext, ExecutionId, ExecutionKind, ExecutionReport, ExecutionStart,
+    InstantiateEvent, LimitKind, Outcome, SandboxId, SecurityAction, SecurityEvent,
+    SecurityEventKind, TraceParent, TrapKind,
 };
 use wasmtime::{Instance, Store, UpdateDeadline, Val};
 use wasmtime_wasi::WasiCtxBuilder;
@@ -25,6 +26,9 @@ pub(crate) struct StoreState {
     pub(crate) wasi_clock_start: Instant,
     pub(crate) deadline: Instant,
     pub(crate) timeout: Duration,
+    /// The ids of the execution running in this store, for host functions that log or
+    /// trace; `None` while a pooled instance waits for its execution.
+    pub(crate) context: Option<ExecutionContext>,
 }
 
 /// Input for a WASI command.
@@ -90,6 +94,7 @@ impl SandboxBuilder {
         }
         Ok(Sandbox {
             inner: Arc::new(SandboxInner {
+                id: SandboxId::next(),
                 engine: self.engine,
                 limits: self.limits,
             }),
@@ -112,6 +117,7 @@ pub struct Sandbox {
 
 #[derive(Debug)]
 struct SandboxInner {
+    id: SandboxId,
     engine: Engine,
     limits: Limits,
 }
@@ -123,6 +129,7 @@ pub(crate) struct Plan<'a> {
     params: Vec<Val>,
     results: usize,
     command: Option<CommandInput>,
+    pub(crate) trace: Option<TraceParent>,
 }
 
 impl<'a> Plan<'a> {
@@ -155,6 +162,7 @@ impl<'a> Plan<'a> {
             params: args.iter().map(|a| a.to_wasmtime()).collect(),
             results: ty.results().len(),
             command: None,
+            trace: None,
         })
     }
 
@@ -174,6 +182,7 @@ impl<'a> Plan<'a> {
             params: Vec::new(),
             results: 0,
             command: Some(input),
+            trace: None,
         })
     }
 }
@@ -218,8 +227,21 @@ impl Sandbox {
     /// This blocks the calling thread for up to the timeout. From async code use
     /// [`Sandbox::call_async`].
     pub fn call(&self, module: &Module, export: &str, args: &[Value]) -> Result<CallOutput, Error> {
-        let plan = Plan::call(module, export, args)?;
-        let done = self.execute(module, plan, None)?;
+        self.call_traced(module, export, args, None)
+    }
+
+    /// [`Sandbox::call`] continuing the caller's trace: the execution's span becomes a child
+    /// of `trace`'s span and the report carries its trace id.
+    pub fn call_traced(
+        &self,
+        module: &Module,
+        export: &str,
+        args: &[Value],
+        trace: Option<TraceParent>,
+    ) -> Result<CallOutput, Error> {
+        let mut plan = Plan::call(module, export, args)?;
+        plan.trace = trace;
+        let done = self.execute(module, plan)?;
         Ok(CallOutput {
             results: done.results,
             report: done.report,
@@ -236,8 +258,19 @@ impl Sandbox {
         module: &Module,
         input: CommandInput,
     ) -> Result<CommandOutput, Error> {
-        let plan = Plan::command(module, input)?;
-        let done = self.execute(module, plan, None)?;
+        self.run_command_traced(module, input, None)
+    }
+
+    /// [`Sandbox::run_command`] continuing the caller's trace; see [`Sandbox::call_traced`].
+    pub fn run_command_traced(
+        &self,
+        module: &Module,
+        input: CommandInput,
+        trace: Option<TraceParent>,
+    ) -> Result<CommandOutput, Error> {
+        let mut plan = Plan::command(module, input)?;
+        plan.trace = trace;
+        let done = self.execute(module, plan)?;
         Ok(CommandOutput {
             stdout: done.stdout,
             stderr: done.stderr,
@@ -273,37 +306,59 @@ impl Sandbox {
     }
 
     /// The one execution path for a sandbox without a pool: a fresh store and instance.
-    pub(crate) fn execute(
-        &self,
-        module: &Module,
-        plan: Plan<'_>,
-        assigned: Option<Assigned>,
-    ) -> Result<Finished, Error> {
-        let started = Instant::now();
-        let assigned = match assigned {
-            Some(assigned) => assigned,
-            None => {
-                let mut store = self.new_store(module)?;
-                let (instance, duration) = self.instantiate(module, &mut store)?;
-                Assigned {
-                    store,
-                    instance,
-                    instantiate_duration: duration,
-                }
-            }
+    fn execute(&self, module: &Module, plan: Plan<'_>) -> Result<Finished, Error> {
+        // Everything that can fail as a host error is checked before the execution starts,
+        // so that every ExecutionStarted event is followed by its ExecutionFinished.
+        self.check_engine(module)?;
+        module.instance_pre()?;
+        let (context, started) = self.start(module, &plan);
+        let mut store = self.new_store(module)?;
+        let (instance, duration) = self.instantiate(module, &mut store)?;
+        let assigned = Assigned {
+            store,
+            instance,
+            instantiate_duration: duration,
         };
-        self.finish(module, plan, assigned, started)
+        self.finish(module, plan, assigned, context, started)
     }
 
-    /// A store for one execution of `module`, with the limiter, fuel and a deadline, armed
-    /// so that even instantiation (a start function) is bounded.
-    pub(crate) fn new_store(&self, module: &Module) -> Result<Store<StoreState>, Error> {
+    /// Gives the execution its ids and tells the observers it is starting.
+    pub(crate) fn start(&self, module: &Module, plan: &Plan<'_>) -> (ExecutionContext, Instant) {
+        let context = ExecutionContext {
+            execution_id: ExecutionId::next(),
+            sandbox_id: self.inner.id,
+            trace: plan.trace,
+        };
+        let start = ExecutionStart {
+            context,
+            module: module.info().clone(),
+            kind: plan.kind,
+            entry: plan.entry.to_owned(),
+        };
+        self.observer().on_event(&Event::ExecutionStarted(&start));
+        (context, Instant::now())
+    }
+
+    pub(crate) fn check_engine(&self, module: &Module) -> Result<(), Error> {
         let engine = self.inner.engine.inner();
         if !wasmtime::Engine::same(&engine.wasmtime, &module.engine().inner().wasmtime) {
             return Err(Error::Config(
                 "the module was compiled by a different engine than this sandbox's".into(),
             ));
         }
+        Ok(())
+    }
+
+    /// This sandbox's process-unique id.
+    pub fn id(&self) -> SandboxId {
+        self.inner.id
+    }
+
+    /// A store for one execution of `module`, with the limiter, fuel and a deadline, armed
+    /// so that even instantiation (a start function) is bounded.
+    pub(crate) fn new_store(&self, module: &Module) -> Result<Store<StoreState>, Error> {
+        self.check_engine(module)?;
+        let engine = self.inner.engine.inner();
         let limits = &self.inner.limits;
         let now = Instant::now();
         let mut store = Store::new(
@@ -314,6 +369,7 @@ impl Sandbox {
                 wasi_clock_start: now,
                 deadline: now + limits.timeout,
                 timeout: limits.timeout,
+                context: None,
             },
         );
         store.limiter(|s| &mut s.limiter);
@@ -365,11 +421,12 @@ impl Sandbox {
     }
 
     /// Runs the entry on an instantiated store, classifies the end, reports it once.
-    fn finish(
+    pub(crate) fn finish(
         &self,
         module: &Module,
         plan: Plan<'_>,
         assigned: Assigned,
+        context: ExecutionContext,
         started: Instant,
     ) -> Result<Finished, Error> {
         let Assigned {
@@ -379,7 +436,8 @@ impl Sandbox {
         } = assigned;
         let limits = &self.inner.limits;
         let observer = &*self.inner.engine.inner().observer;
-        let execution_id = ExecutionId::next();
+        let execution_id = context.execution_id;
+        store.data_mut().context = Some(context);
         let fuel_given = self.arm(&mut store, started)?;
 
         let stdout = BoundedOutput::new(limits.max_stdout_bytes);
@@ -449,6 +507,8 @@ impl Sandbox {
         };
         let report = ExecutionReport {
             execution_id,
+            sandbox_id: self.inner.id,
+            trace_id: plan.trace.map(|t| t.trace_id_hex()),
             module: module.info().clone(),
             kind: plan.kind,
             entry: plan.entry.to_owned(),

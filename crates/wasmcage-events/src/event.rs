@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{ExecutionId, ExecutionReport};
+use crate::{ExecutionId, ExecutionKind, ExecutionReport, SandboxId};
 
 /// The identity of a compiled module: a human name and the SHA-256 of its bytes.
 ///
@@ -69,6 +69,113 @@ impl FromStr for ModuleHash {
         }
         Ok(ModuleHash(out))
     }
+}
+
+/// A W3C trace context parent (`traceparent`): the caller's trace and span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TraceParent {
+    /// The trace id; never all zeros.
+    pub trace_id: [u8; 16],
+    /// The caller's span id, the parent of the execution's span; never all zeros.
+    pub parent_id: [u8; 8],
+    /// The trace flags (bit 0: sampled).
+    pub flags: u8,
+}
+
+impl TraceParent {
+    /// Whether the caller sampled this trace.
+    pub fn sampled(&self) -> bool {
+        self.flags & 1 == 1
+    }
+
+    /// The trace id as 32 lowercase hex digits.
+    pub fn trace_id_hex(&self) -> String {
+        hex(&self.trace_id)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != 2 * N
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+impl fmt::Display for TraceParent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "00-{}-{}-{:02x}",
+            hex(&self.trace_id),
+            hex(&self.parent_id),
+            self.flags
+        )
+    }
+}
+
+impl FromStr for TraceParent {
+    type Err = String;
+
+    /// Parses a version-00 `traceparent` header: `00-<32 hex>-<16 hex>-<2 hex>`, lowercase,
+    /// with neither id all zeros, as the W3C Trace Context specification requires.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)");
+        let parts: Vec<&str> = s.trim().split('-').collect();
+        let [version, trace, parent, flags] = parts[..] else {
+            return Err(bad());
+        };
+        if version != "00" {
+            return Err(bad());
+        }
+        let trace_id = unhex::<16>(trace).ok_or_else(bad)?;
+        let parent_id = unhex::<8>(parent).ok_or_else(bad)?;
+        let [flags] = unhex::<1>(flags).ok_or_else(bad)?;
+        if trace_id == [0; 16] || parent_id == [0; 8] {
+            return Err(format!("{s:?} has an all-zero trace or parent id"));
+        }
+        Ok(TraceParent {
+            trace_id,
+            parent_id,
+            flags,
+        })
+    }
+}
+
+/// The ids that tie one execution to its sandbox, its logs and its trace. Host functions
+/// can read it from the store; the report carries the same ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ExecutionContext {
+    /// The execution.
+    pub execution_id: ExecutionId,
+    /// The sandbox it runs in.
+    pub sandbox_id: SandboxId,
+    /// The caller's trace context, when it passed a `traceparent`.
+    pub trace: Option<TraceParent>,
+}
+
+/// An execution is about to start (before its instance is taken or made).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutionStart {
+    /// Its ids.
+    pub context: ExecutionContext,
+    /// The module.
+    pub module: ModuleInfo,
+    /// Call or command.
+    pub kind: ExecutionKind,
+    /// The export, or `_start`.
+    pub entry: String,
 }
 
 /// A module was compiled (or taken from a cache) and is ready to instantiate.
@@ -313,6 +420,12 @@ pub struct HealthChange {
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub enum Event<'a> {
+    /// Compilation of bytes offered under this name is starting (ends with `ModuleCompiled`,
+    /// `ModuleRejected`, or a cache hit).
+    CompileStarted {
+        /// The name the bytes were offered under.
+        name: &'a str,
+    },
     /// A module was compiled.
     ModuleCompiled(&'a CompileEvent),
     /// Bytes offered as a module were rejected: malformed, invalid, or unsupported.
@@ -329,6 +442,8 @@ pub enum Event<'a> {
         /// The module of the instance.
         module: &'a ModuleInfo,
     },
+    /// An execution is starting.
+    ExecutionStarted(&'a ExecutionStart),
     /// An execution ended; the report says how.
     ExecutionFinished(&'a ExecutionReport),
     /// A capability was denied or a limit was exceeded.

@@ -23,9 +23,11 @@ mod observer;
 mod report;
 
 pub use event::{
-    CacheEvent, CacheEventKind, CacheTier, CompileEvent, Event, HealthChange, HealthStatus,
-    InstantiateEvent, LimitKind, ModuleHash, ModuleInfo, PoolEvent, PoolEventKind, SecurityAction,
-    SecurityEvent, SecurityEventKind,
+    CacheEvent, CacheEventKind, CacheTier, CompileEvent, Event, ExecutionContext, ExecutionStart,
+    HealthChange, HealthStatus, InstantiateEvent, LimitKind, ModuleHash, ModuleInfo, PoolEvent,
+    PoolEventKind, SecurityAction, SecurityEvent, SecurityEventKind, TraceParent,
 };
 pub use observer::{FanOut, NoopObserver, Observer, RecordedEvent, RecordingObserver};
-pub use report::{ExecutionId, ExecutionKind, ExecutionReport, Outcome, OutcomeKind, TrapKind};
+pub use report::{
+    ExecutionId, ExecutionKind, ExecutionReport, Outcome, OutcomeKind, SandboxId, TrapKind,
+};

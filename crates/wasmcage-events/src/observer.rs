@@ -3,8 +3,8 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::{
-    CacheEvent, CompileEvent, Event, ExecutionReport, HealthChange, InstantiateEvent, ModuleInfo,
-    PoolEvent, SecurityEvent,
+    CacheEvent, CompileEvent, Event, ExecutionReport, ExecutionStart, HealthChange,
+    InstantiateEvent, ModuleInfo, PoolEvent, SecurityEvent,
 };
 
 /// Something that watches the sandbox: metrics, tracing, health, or a test.
@@ -86,6 +86,8 @@ impl Observer for FanOut {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum RecordedEvent {
+    /// See [`Event::CompileStarted`].
+    CompileStarted(String),
     /// See [`Event::ModuleCompiled`].
     ModuleCompiled(CompileEvent),
     /// See [`Event::ModuleRejected`].
@@ -99,6 +101,8 @@ pub enum RecordedEvent {
     InstanceCreated(InstantiateEvent),
     /// See [`Event::InstanceDestroyed`].
     InstanceDestroyed(ModuleInfo),
+    /// See [`Event::ExecutionStarted`].
+    ExecutionStarted(ExecutionStart),
     /// See [`Event::ExecutionFinished`].
     ExecutionFinished(Box<ExecutionReport>),
     /// See [`Event::Security`].
@@ -115,6 +119,7 @@ impl RecordedEvent {
     /// An owned copy of an event.
     pub fn from_event(event: &Event<'_>) -> Self {
         match *event {
+            Event::CompileStarted { name } => RecordedEvent::CompileStarted(name.to_owned()),
             Event::ModuleCompiled(e) => RecordedEvent::ModuleCompiled(e.clone()),
             Event::ModuleRejected { name, reason } => RecordedEvent::ModuleRejected {
                 name: name.to_owned(),
@@ -122,6 +127,7 @@ impl RecordedEvent {
             },
             Event::InstanceCreated(e) => RecordedEvent::InstanceCreated(e.clone()),
             Event::InstanceDestroyed { module } => RecordedEvent::InstanceDestroyed(module.clone()),
+            Event::ExecutionStarted(s) => RecordedEvent::ExecutionStarted(s.clone()),
             Event::ExecutionFinished(r) => RecordedEvent::ExecutionFinished(Box::new(r.clone())),
             Event::Security(e) => RecordedEvent::Security(e.clone()),
             Event::HealthChanged(e) => RecordedEvent::HealthChanged(e.clone()),

@@ -30,6 +30,25 @@ impl fmt::Display for ExecutionId {
     }
 }
 
+/// A process-unique id for one sandbox (one configuration of limits and grants).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SandboxId(pub u64);
+
+impl SandboxId {
+    /// Returns a fresh id, distinct from every other sandbox id this process has handed out.
+    pub fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        SandboxId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl fmt::Display for SandboxId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// What kind of execution produced a report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -250,6 +269,11 @@ impl fmt::Display for Outcome {
 pub struct ExecutionReport {
     /// The process-unique id of this execution.
     pub execution_id: ExecutionId,
+    /// The sandbox the execution ran in.
+    pub sandbox_id: SandboxId,
+    /// The W3C trace id (32 hex digits) of the trace the execution continued, when the caller
+    /// passed a `traceparent`.
+    pub trace_id: Option<String>,
     /// The module that ran.
     pub module: ModuleInfo,
     /// Whether this was a call of an export or a WASI command.
@@ -311,6 +335,8 @@ impl ExecutionReport {
 #[derive(Serialize, Deserialize)]
 struct ReportJson {
     execution_id: ExecutionId,
+    sandbox_id: SandboxId,
+    trace_id: Option<String>,
     module: String,
     module_hash: String,
     kind: ExecutionKind,
@@ -335,6 +361,8 @@ impl From<ExecutionReport> for ReportJson {
     fn from(r: ExecutionReport) -> Self {
         ReportJson {
             execution_id: r.execution_id,
+            sandbox_id: r.sandbox_id,
+            trace_id: r.trace_id,
             module: r.module.name.to_string(),
             module_hash: r.module.hash.to_string(),
             kind: r.kind,
@@ -378,6 +406,8 @@ impl TryFrom<ReportJson> for ExecutionReport {
             .map_err(|e| format!("module_hash: {e}"))?;
         Ok(ExecutionReport {
             execution_id: j.execution_id,
+            sandbox_id: j.sandbox_id,
+            trace_id: j.trace_id,
             module: ModuleInfo::new(j.module, hash),
             kind: j.kind,
             entry: j.entry,

@@ -62,5 +62,46 @@ fn observers(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, observers);
+/// The tracing observer with no subscriber, with a subscriber at `info` (which filters out
+/// the `debug` events of successful executions), and exporting every span over OTLP.
+fn tracing_overhead(c: &mut Criterion) {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt;
+    use wasmcage::tracing::{OtlpConfig, TracingConfig, TracingObserver};
+
+    let mut group = c.benchmark_group("trace");
+    let args = [Value::I32(2), Value::I32(3)];
+    let engine =
+        Engine::with_observer(EngineConfig::default(), Arc::new(TracingObserver::new())).unwrap();
+    let module = engine.compile("add.wat", ADD.as_bytes()).unwrap();
+    let sandbox = Sandbox::builder(&engine).build().unwrap();
+
+    group.bench_function("subscriber_off", |b| {
+        b.iter(|| black_box(sandbox.call(&module, "add", &args).unwrap()))
+    });
+
+    let config = TracingConfig::default();
+    let (layer, _) = wasmcage::tracing::layers(&config, std::io::sink).unwrap();
+    let subscriber = tracing_subscriber::registry().with(layer);
+    tracing::subscriber::with_default(subscriber, || {
+        group.bench_function("info_logs", |b| {
+            b.iter(|| black_box(sandbox.call(&module, "add", &args).unwrap()))
+        });
+    });
+
+    // Spans are batched and sent from the exporter's own thread; the endpoint refuses
+    // connections, so this measures what exporting costs the execution path.
+    let provider =
+        wasmcage::tracing::otlp_provider(&OtlpConfig::new("http://127.0.0.1:9/v1/traces")).unwrap();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("wasmcage")));
+    tracing::subscriber::with_default(subscriber, || {
+        group.bench_function("otlp_export", |b| {
+            b.iter(|| black_box(sandbox.call(&module, "add", &args).unwrap()))
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, observers, tracing_overhead);
 criterion_main!(benches);

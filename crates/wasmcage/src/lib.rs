@@ -29,6 +29,9 @@ pub use wasmcage_events as events;
 /// Prometheus metrics and the performance monitor (feature `metrics`).
 #[cfg(feature = "metrics")]
 pub use wasmcage_metrics as metrics;
+/// Spans, JSON logs and OpenTelemetry export (feature `tracing`).
+#[cfg(feature = "tracing")]
+pub use wasmcage_tracing as tracing;
 
 #[cfg(feature = "monitoring")]
 pub mod monitoring;
@@ -36,7 +39,7 @@ pub mod monitoring;
 pub use wasmcage_core::{
     CallOutput, CommandInput, CommandOutput, Engine, EngineConfig, Error, ExecutionKind,
     ExecutionReport, ExportInfo, Limits, Module, OnExhausted, Outcome, OutcomeKind, PoolConfig,
-    PoolStats, Sandbox, SandboxBuilder, TrapKind, Value, ValueType, WarmPool,
+    PoolStats, Sandbox, SandboxBuilder, TraceParent, TrapKind, Value, ValueType, WarmPool,
 };
 pub use wasmcage_events::{Event, FanOut, NoopObserver, Observer, RecordingObserver};
 
@@ -44,6 +47,11 @@ pub use wasmcage_events::{Event, FanOut, NoopObserver, Observer, RecordingObserv
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
+
+/// docs/tracing.md's Rust example, compiled as a doc test so that it cannot drift.
+#[cfg(all(doctest, feature = "tracing"))]
+#[doc = include_str!("../../../docs/tracing.md")]
+pub struct TracingDocDoctests;
 
 /// docs/monitoring.md's Rust example, compiled as a doc test so that it cannot drift.
 #[cfg(all(doctest, feature = "metrics", feature = "monitoring"))]

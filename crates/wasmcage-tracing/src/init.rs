@@ -1,0 +1,193 @@
+//! Installing a subscriber, for binaries: human or JSON output, a `RUST_LOG`-style filter,
+//! and an optional OTLP/HTTP exporter. Libraries never call this; they only emit.
+
+use opentelemetry::KeyValue;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    #[default]
+    Human,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// Where spans are exported over OTLP/HTTP (protobuf).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpConfig {
+    /// The collector's traces endpoint, e.g. `http://127.0.0.1:4318/v1/traces`.
+    pub endpoint: String,
+    /// `service.name` (default `wasmcage`).
+    pub service_name: String,
+    /// `service.version` (default this crate's version).
+    pub service_version: String,
+    /// `deployment.environment` (default `development`).
+    pub environment: String,
+}
+
+impl OtlpConfig {
+    /// Exports to `endpoint` with the default resource attributes.
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        OtlpConfig {
+            endpoint: endpoint.into(),
+            service_name: "wasmcage".into(),
+            service_version: env!("CARGO_PKG_VERSION").into(),
+            environment: "development".into(),
+        }
+    }
+}
+
+/// What [`init`] installs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TracingConfig {
+    /// Human or JSON output (on stderr).
+    pub format: LogFormat,
+    /// A `RUST_LOG`-style filter, e.g. `info` or `info,wasmcage=debug` (default `info`). The
+    /// `RUST_LOG` environment variable, when set, wins.
+    pub filter: String,
+    /// Export spans over OTLP when set.
+    pub otlp: Option<OtlpConfig>,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            format: LogFormat::Human,
+            filter: "info".into(),
+            otlp: None,
+        }
+    }
+}
+
+/// An error installing tracing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TracingError {
+    /// The filter could not be parsed.
+    #[error("invalid log filter {filter:?}: {reason}")]
+    Filter {
+        /// The filter given.
+        filter: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The OTLP exporter could not be built.
+    #[error("cannot set up the OTLP exporter for {endpoint}: {reason}")]
+    Exporter {
+        /// The endpoint given.
+        endpoint: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A global subscriber was already installed.
+    #[error("a global tracing subscriber is already installed")]
+    AlreadyInstalled,
+}
+
+/// Keeps the exporter alive; dropping it flushes and shuts the exporter down.
+#[derive(Debug)]
+pub struct TracingGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl TracingGuard {
+    /// Exports every finished span now.
+    pub fn flush(&self) {
+        if let Some(provider) = &self.provider {
+            let _ = provider.force_flush();
+        }
+    }
+}
+
+impl Drop for TracingGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            let _ = provider.shutdown();
+        }
+    }
+}
+
+/// Builds an OTLP/HTTP tracer provider with the service's resource attributes.
+pub fn otlp_provider(config: &OtlpConfig) -> Result<SdkTracerProvider, TracingError> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(&config.endpoint)
+        .build()
+        .map_err(|e| TracingError::Exporter {
+            endpoint: config.endpoint.clone(),
+            reason: e.to_string(),
+        })?;
+    let resource = Resource::builder()
+        .with_service_name(config.service_name.clone())
+        .with_attributes([
+            KeyValue::new("service.version", config.service_version.clone()),
+            KeyValue::new("deployment.environment", config.environment.clone()),
+        ])
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build())
+}
+
+/// The layers [`init`] installs, for callers that compose their own subscriber (or install
+/// one for a single thread in tests): the format layer, the filter, and the OTLP layer.
+#[allow(clippy::type_complexity)]
+pub fn layers<W>(
+    config: &TracingConfig,
+    writer: W,
+) -> Result<
+    (
+        Box<dyn Layer<Registry> + Send + Sync>,
+        Option<SdkTracerProvider>,
+    ),
+    TracingError,
+>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|f| !f.is_empty())
+        .unwrap_or_else(|| config.filter.clone());
+    let env_filter = EnvFilter::try_new(&filter).map_err(|e| TracingError::Filter {
+        filter: filter.clone(),
+        reason: e.to_string(),
+    })?;
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_target(true);
+    let fmt: Box<dyn Layer<Registry> + Send + Sync> = match config.format {
+        LogFormat::Human => Box::new(fmt),
+        LogFormat::Json => Box::new(fmt.json().with_current_span(true).with_span_list(false)),
+    };
+    let (otel, provider) = match &config.otlp {
+        None => (None, None),
+        Some(otlp) => {
+            let provider = otlp_provider(otlp)?;
+            let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("wasmcage"));
+            (Some(layer), Some(provider))
+        }
+    };
+    let layer = fmt.and_then(otel).with_filter(env_filter);
+    Ok((Box::new(layer), provider))
+}
+
+/// Installs the global subscriber described by `config`, writing logs to stderr.
+pub fn init(config: &TracingConfig) -> Result<TracingGuard, TracingError> {
+    let (layer, provider) = layers(config, std::io::stderr)?;
+    tracing_subscriber::registry()
+        .with(layer)
+        .try_init()
+        .map_err(|_| TracingError::AlreadyInstalled)?;
+    Ok(TracingGuard { provider })
+}
