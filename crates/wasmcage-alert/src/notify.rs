@@ -1,0 +1,560 @@
+//! Notifications, the [`Notifier`] trait with its Slack, webhook and Alertmanager
+//! implementations, and the [`Dispatcher`] that delivers with retries.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, Mac};
+use serde_json::json;
+use sha2::Sha256;
+use tokio::sync::mpsc;
+
+use crate::AlertError;
+use crate::rules::{ChannelConfig, DeliveryConfig, Severity};
+
+/// The version of the generic webhook's JSON body. Fields are only ever added within a
+/// version; a change that removes or renames one gets a new version.
+pub const WEBHOOK_SCHEMA_VERSION: &str = "1";
+
+/// Whether an alert fires or has resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotificationStatus {
+    /// The condition holds.
+    Firing,
+    /// The condition no longer holds.
+    Resolved,
+}
+
+impl NotificationStatus {
+    /// `firing` or `resolved`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationStatus::Firing => "firing",
+            NotificationStatus::Resolved => "resolved",
+        }
+    }
+}
+
+/// One message about one alert, for one or more channels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    /// The rule's name.
+    pub rule: String,
+    /// The rule's description.
+    pub description: String,
+    /// The rule's severity.
+    pub severity: Severity,
+    /// Firing or resolved.
+    pub status: NotificationStatus,
+    /// The value the condition last saw.
+    pub value: f64,
+    /// When the alert started firing.
+    pub starts_at: SystemTime,
+    /// When it resolved (resolved notifications only).
+    pub ends_at: Option<SystemTime>,
+    /// The channels it goes to.
+    pub channels: Vec<String>,
+    /// Unique per notification and stable across its retries: receivers drop duplicates by
+    /// it (sent as the `Idempotency-Key` header).
+    pub idempotency_key: String,
+    /// Which firing of the rule this is about (1 for the first).
+    pub firing_number: u64,
+}
+
+/// Why a delivery attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    /// Worth retrying: a network error, a timeout, a 5xx or a 429.
+    #[error("retryable: {reason}")]
+    Retryable {
+        /// What happened.
+        reason: String,
+        /// The receiver's `Retry-After`, when it sent one.
+        retry_after: Option<Duration>,
+    },
+    /// Not worth retrying: the receiver refused the request (4xx other than 429).
+    #[error("permanent: {reason}")]
+    Permanent {
+        /// What happened.
+        reason: String,
+    },
+}
+
+/// Something that delivers notifications to one place.
+#[async_trait::async_trait]
+pub trait Notifier: Send + Sync {
+    /// Makes one delivery attempt.
+    async fn send(&self, notification: &Notification) -> Result<(), DeliveryError>;
+}
+
+/// Delivery counters, per channel and in total.
+#[derive(Debug, Default)]
+pub struct DeliveryStats {
+    /// Notifications delivered.
+    pub delivered: AtomicU64,
+    /// Attempts that failed and were retried.
+    pub retried: AtomicU64,
+    /// Notifications given up on after a permanent failure.
+    pub failed_permanent: AtomicU64,
+    /// Notifications given up on after every attempt failed.
+    pub failed_exhausted: AtomicU64,
+}
+
+/// A snapshot of [`DeliveryStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DeliveryCounts {
+    /// Notifications delivered.
+    pub delivered: u64,
+    /// Attempts that failed and were retried.
+    pub retried: u64,
+    /// Notifications given up on after a permanent failure.
+    pub failed_permanent: u64,
+    /// Notifications given up on after every attempt failed.
+    pub failed_exhausted: u64,
+}
+
+impl DeliveryStats {
+    /// The counters now.
+    pub fn counts(&self) -> DeliveryCounts {
+        DeliveryCounts {
+            delivered: self.delivered.load(Ordering::Relaxed),
+            retried: self.retried.load(Ordering::Relaxed),
+            failed_permanent: self.failed_permanent.load(Ordering::Relaxed),
+            failed_exhausted: self.failed_exhausted.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Sends notifications to their channels. Each channel has its own queue and worker task, so a
+/// slow or dead receiver delays only its own channel, never evaluation or other channels;
+/// within a channel, notifications are delivered in the order they were sent.
+pub struct Dispatcher {
+    queues: BTreeMap<String, mpsc::UnboundedSender<Notification>>,
+    stats: BTreeMap<String, Arc<DeliveryStats>>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("channels", &self.queues.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Dispatcher {
+    /// Starts one worker per channel on the current tokio runtime.
+    pub fn start(
+        channels: &BTreeMap<String, ChannelConfig>,
+        delivery: &DeliveryConfig,
+    ) -> Result<Self, AlertError> {
+        let client = http_client(delivery.timeout)?;
+        let notifiers = channels
+            .iter()
+            .map(|(name, config)| (name.clone(), notifier(config, client.clone())))
+            .collect();
+        Ok(Self::with_notifiers(notifiers, delivery))
+    }
+
+    /// Starts one worker per notifier, for notifiers of your own.
+    pub fn with_notifiers(
+        notifiers: BTreeMap<String, Arc<dyn Notifier>>,
+        delivery: &DeliveryConfig,
+    ) -> Self {
+        let mut queues = BTreeMap::new();
+        let mut stats = BTreeMap::new();
+        let mut workers = Vec::new();
+        for (name, notifier) in notifiers {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let channel_stats = Arc::new(DeliveryStats::default());
+            workers.push(tokio::spawn(worker(
+                rx,
+                notifier,
+                delivery.clone(),
+                channel_stats.clone(),
+            )));
+            queues.insert(name.clone(), tx);
+            stats.insert(name, channel_stats);
+        }
+        Dispatcher {
+            queues,
+            stats,
+            workers,
+        }
+    }
+
+    /// Queues a notification for each of its channels; never waits.
+    pub fn send(&self, notification: Notification) {
+        for channel in &notification.channels {
+            if let Some(queue) = self.queues.get(channel) {
+                // A closed queue means the runtime is shutting down; there is nobody to tell.
+                let _ = queue.send(notification.clone());
+            }
+        }
+    }
+
+    /// A channel's delivery counters.
+    pub fn stats(&self, channel: &str) -> Option<DeliveryCounts> {
+        self.stats.get(channel).map(|s| s.counts())
+    }
+
+    /// The counters summed over every channel.
+    pub fn total(&self) -> DeliveryCounts {
+        self.stats
+            .values()
+            .map(|s| s.counts())
+            .fold(DeliveryCounts::default(), |a, b| DeliveryCounts {
+                delivered: a.delivered + b.delivered,
+                retried: a.retried + b.retried,
+                failed_permanent: a.failed_permanent + b.failed_permanent,
+                failed_exhausted: a.failed_exhausted + b.failed_exhausted,
+            })
+    }
+
+    /// Stops accepting notifications and waits until every queued one is delivered or
+    /// given up on.
+    pub async fn drain(self) {
+        drop(self.queues);
+        for worker in self.workers {
+            let _ = worker.await;
+        }
+    }
+}
+
+async fn worker(
+    mut queue: mpsc::UnboundedReceiver<Notification>,
+    notifier: Arc<dyn Notifier>,
+    delivery: DeliveryConfig,
+    stats: Arc<DeliveryStats>,
+) {
+    let mut jitter = Jitter::seeded();
+    while let Some(notification) = queue.recv().await {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match notifier.send(&notification).await {
+                Ok(()) => {
+                    stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                Err(DeliveryError::Permanent { .. }) => {
+                    stats.failed_permanent.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                Err(DeliveryError::Retryable { retry_after, .. }) => {
+                    if attempt >= delivery.max_attempts {
+                        stats.failed_exhausted.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    stats.retried.fetch_add(1, Ordering::Relaxed);
+                    let exponential = delivery
+                        .initial_backoff
+                        .saturating_mul(1 << (attempt - 1).min(16));
+                    // Full jitter: a random delay up to the exponential bound, so that many
+                    // senders retrying together spread out.
+                    let backoff = jitter.up_to(exponential.min(delivery.max_backoff));
+                    let delay = retry_after
+                        .map_or(backoff, |r| r.max(backoff))
+                        .min(delivery.max_backoff);
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+}
+
+/// A small xorshift generator for retry jitter; not for anything secret.
+struct Jitter(u64);
+
+impl Jitter {
+    fn seeded() -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64;
+        Jitter(nanos | 1)
+    }
+
+    fn up_to(&mut self, max: Duration) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        let fraction = (self.0 >> 11) as f64 / (1u64 << 53) as f64;
+        max.mul_f64(fraction)
+    }
+}
+
+/// An HTTP client with rustls on the ring provider and the platform's trust roots.
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client, AlertError> {
+    // Installing the process-wide provider fails only if one is already installed, which is
+    // what we want anyway.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .map_err(|e| AlertError::Config(format!("cannot build the HTTP client: {e}")))
+}
+
+fn notifier(config: &ChannelConfig, client: reqwest::Client) -> Arc<dyn Notifier> {
+    match config {
+        ChannelConfig::Slack { url } => Arc::new(SlackNotifier {
+            url: url.clone(),
+            client,
+        }),
+        ChannelConfig::Webhook {
+            url,
+            secret,
+            headers,
+        } => Arc::new(WebhookNotifier {
+            url: url.clone(),
+            secret: secret.clone(),
+            headers: headers.clone(),
+            client,
+        }),
+        ChannelConfig::Alertmanager { url } => Arc::new(AlertmanagerNotifier {
+            url: format!("{}/api/v2/alerts", url.trim_end_matches('/')),
+            client,
+        }),
+    }
+}
+
+/// POSTs JSON and classifies the answer.
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    body: Vec<u8>,
+    headers: &[(&str, String)],
+) -> Result<(), DeliveryError> {
+    let mut request = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body);
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let response = request.send().await.map_err(|e| DeliveryError::Retryable {
+        reason: if e.is_timeout() {
+            format!("timed out: {e}")
+        } else {
+            format!("request failed: {e}")
+        },
+        retry_after: None,
+    })?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let reason = format!("{url} answered {status}");
+    if status.is_server_error() || status.as_u16() == 429 {
+        Err(DeliveryError::Retryable {
+            reason,
+            retry_after,
+        })
+    } else {
+        Err(DeliveryError::Permanent { reason })
+    }
+}
+
+/// A Slack incoming webhook: one attachment coloured by severity.
+#[derive(Debug)]
+pub struct SlackNotifier {
+    url: String,
+    client: reqwest::Client,
+}
+
+impl SlackNotifier {
+    /// A notifier posting to this webhook URL.
+    pub fn new(url: impl Into<String>, client: reqwest::Client) -> Self {
+        SlackNotifier {
+            url: url.into(),
+            client,
+        }
+    }
+}
+
+/// Slack's message body for a notification.
+pub fn slack_body(n: &Notification) -> serde_json::Value {
+    let color = match (n.status, n.severity) {
+        (NotificationStatus::Resolved, _) => "#2eb886",
+        (_, Severity::Critical) => "#d00000",
+        (_, Severity::Warning) => "#f2c744",
+        (_, Severity::Info) => "#439fe0",
+    };
+    let title = format!("[{}] {}", n.status.as_str().to_uppercase(), n.rule);
+    let mut fields = vec![
+        json!({"title": "Severity", "value": n.severity.as_str(), "short": true}),
+        json!({"title": "Value", "value": format!("{}", n.value), "short": true}),
+        json!({"title": "Started", "value": rfc3339(n.starts_at), "short": true}),
+    ];
+    if let Some(end) = n.ends_at {
+        fields.push(json!({"title": "Resolved", "value": rfc3339(end), "short": true}));
+    }
+    json!({
+        "text": title,
+        "attachments": [{
+            "color": color,
+            "title": title,
+            "text": n.description,
+            "fields": fields,
+            "footer": format!("wasmcage alert {}", n.idempotency_key),
+            "ts": n.ends_at.unwrap_or(n.starts_at).duration_since(UNIX_EPOCH).unwrap_or_default().as_secs(),
+        }]
+    })
+}
+
+#[async_trait::async_trait]
+impl Notifier for SlackNotifier {
+    async fn send(&self, n: &Notification) -> Result<(), DeliveryError> {
+        let body = serde_json::to_vec(&slack_body(n)).expect("JSON values serialise");
+        post(
+            &self.client,
+            &self.url,
+            body,
+            &[("idempotency-key", n.idempotency_key.clone())],
+        )
+        .await
+    }
+}
+
+/// A generic JSON webhook, optionally signed.
+#[derive(Debug)]
+pub struct WebhookNotifier {
+    url: String,
+    secret: Option<String>,
+    headers: BTreeMap<String, String>,
+    client: reqwest::Client,
+}
+
+/// The generic webhook's body (schema version [`WEBHOOK_SCHEMA_VERSION`]).
+pub fn webhook_body(n: &Notification) -> serde_json::Value {
+    json!({
+        "version": WEBHOOK_SCHEMA_VERSION,
+        "status": n.status.as_str(),
+        "rule": n.rule,
+        "severity": n.severity.as_str(),
+        "description": n.description,
+        "value": n.value,
+        "starts_at": rfc3339(n.starts_at),
+        "ends_at": n.ends_at.map(rfc3339),
+        "firing_number": n.firing_number,
+        "idempotency_key": n.idempotency_key,
+    })
+}
+
+/// `sha256=<hex>` of HMAC-SHA256 over `body` with `secret`: the `X-Wasmcage-Signature` value.
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    format!(
+        "sha256={}",
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
+}
+
+#[async_trait::async_trait]
+impl Notifier for WebhookNotifier {
+    async fn send(&self, n: &Notification) -> Result<(), DeliveryError> {
+        let body = serde_json::to_vec(&webhook_body(n)).expect("JSON values serialise");
+        let mut headers: Vec<(&str, String)> = vec![("idempotency-key", n.idempotency_key.clone())];
+        if let Some(secret) = &self.secret {
+            headers.push(("x-wasmcage-signature", sign(secret, &body)));
+        }
+        headers.extend(self.headers.iter().map(|(k, v)| (k.as_str(), v.clone())));
+        post(&self.client, &self.url, body, &headers).await
+    }
+}
+
+/// Alertmanager's `/api/v2/alerts`.
+#[derive(Debug)]
+pub struct AlertmanagerNotifier {
+    url: String,
+    client: reqwest::Client,
+}
+
+/// Alertmanager's body for a notification: one alert with labels, annotations and times.
+pub fn alertmanager_body(n: &Notification) -> serde_json::Value {
+    let mut alert = json!({
+        "labels": {"alertname": n.rule, "severity": n.severity.as_str(), "source": "wasmcage"},
+        "annotations": {"description": n.description, "value": format!("{}", n.value)},
+        "startsAt": rfc3339(n.starts_at),
+    });
+    if let Some(end) = n.ends_at {
+        alert["endsAt"] = json!(rfc3339(end));
+    }
+    json!([alert])
+}
+
+#[async_trait::async_trait]
+impl Notifier for AlertmanagerNotifier {
+    async fn send(&self, n: &Notification) -> Result<(), DeliveryError> {
+        let body = serde_json::to_vec(&alertmanager_body(n)).expect("JSON values serialise");
+        post(
+            &self.client,
+            &self.url,
+            body,
+            &[("idempotency-key", n.idempotency_key.clone())],
+        )
+        .await
+    }
+}
+
+/// RFC 3339 UTC with milliseconds, e.g. `2026-11-23T06:40:00.123Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        let check = |secs: u64, expected: &str| {
+            assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(secs)), expected);
+        };
+        check(0, "1970-01-01T00:00:00.000Z");
+        check(951_782_400, "2000-02-29T00:00:00.000Z");
+        check(1_795_419_245, "2026-11-23T07:34:05.000Z");
+    }
+
+    #[test]
+    fn hmac_signature_matches_a_known_vector() {
+        // RFC 4231, test case 2.
+        assert_eq!(
+            sign("Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+}

@@ -1,0 +1,247 @@
+//! Rule timing on a manual clock: `for` durations, repeats, escalation, acknowledgement,
+//! resolution, error-rate windows and health failures. No sleeps.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmcage_alert::{
+    AlertConfig, AlertEngine, ChannelConfig, Condition, DeliveryConfig, Escalation, ManualClock,
+    MetricRef, Notification, NotificationStatus, Operator, Rule, RuleState, Severity,
+};
+
+use crate::Values;
+
+fn config(
+    condition: Condition,
+    repeat: Option<Duration>,
+    escalation: Option<Escalation>,
+) -> AlertConfig {
+    let channel = |url: &str| ChannelConfig::Webhook {
+        url: url.into(),
+        secret: None,
+        headers: BTreeMap::new(),
+    };
+    AlertConfig {
+        interval: Duration::from_secs(15),
+        delivery: DeliveryConfig::default(),
+        channels: BTreeMap::from([
+            ("team".into(), channel("http://127.0.0.1:1/a")),
+            ("boss".into(), channel("http://127.0.0.1:1/b")),
+        ]),
+        rules: vec![Rule {
+            name: "r".into(),
+            description: "test rule".into(),
+            severity: Severity::Warning,
+            channels: vec!["team".into()],
+            repeat_interval: repeat,
+            escalation,
+            enabled: true,
+            condition,
+        }],
+    }
+}
+
+fn threshold(for_: Duration) -> Condition {
+    Condition::Threshold {
+        metric: MetricRef {
+            name: "queue_depth".into(),
+            labels: BTreeMap::new(),
+        },
+        op: Operator::Ge,
+        threshold: 10.0,
+        for_,
+    }
+}
+
+fn setup(config: AlertConfig) -> (AlertEngine, Arc<Values>, ManualClock) {
+    let values = Arc::new(Values::default());
+    let clock = ManualClock::default();
+    let engine = AlertEngine::new(config, values.clone(), Arc::new(clock.clone()));
+    (engine, values, clock)
+}
+
+fn summary(ns: &[Notification]) -> Vec<(NotificationStatus, Vec<String>)> {
+    ns.iter().map(|n| (n.status, n.channels.clone())).collect()
+}
+
+#[test]
+fn a_condition_must_hold_for_its_duration_before_firing() {
+    let (engine, values, clock) = setup(config(threshold(Duration::from_secs(60)), None, None));
+    values.set("queue_depth", &[], 12.0);
+    assert!(engine.evaluate().is_empty());
+    assert_eq!(engine.state("r"), Some(RuleState::Pending));
+    clock.advance(Duration::from_secs(59));
+    assert!(engine.evaluate().is_empty());
+    clock.advance(Duration::from_secs(1));
+    let fired = engine.evaluate();
+    assert_eq!(
+        summary(&fired),
+        [(NotificationStatus::Firing, vec!["team".to_owned()])]
+    );
+    assert_eq!(engine.state("r"), Some(RuleState::Firing));
+    // Deduplicated: still firing, no repeat interval, nothing more.
+    clock.advance(Duration::from_secs(3600));
+    assert!(engine.evaluate().is_empty());
+    values.set("queue_depth", &[], 3.0);
+    let resolved = engine.evaluate();
+    assert_eq!(
+        summary(&resolved),
+        [(NotificationStatus::Resolved, vec!["team".to_owned()])]
+    );
+    assert_eq!(resolved[0].idempotency_key, "r:1:resolved");
+    assert!(resolved[0].ends_at.is_some());
+    assert_eq!(engine.state("r"), Some(RuleState::Resolved));
+    assert!(engine.evaluate().is_empty());
+    assert_eq!(engine.state("r"), Some(RuleState::Inactive));
+}
+
+#[test]
+fn a_blip_shorter_than_for_never_fires() {
+    let (engine, values, clock) = setup(config(threshold(Duration::from_secs(60)), None, None));
+    values.set("queue_depth", &[], 12.0);
+    engine.evaluate();
+    clock.advance(Duration::from_secs(30));
+    values.set("queue_depth", &[], 1.0);
+    assert!(engine.evaluate().is_empty());
+    values.set("queue_depth", &[], 12.0);
+    clock.advance(Duration::from_secs(45));
+    assert!(
+        engine.evaluate().is_empty(),
+        "the hold restarted when the condition broke"
+    );
+}
+
+#[test]
+fn firing_alerts_repeat_on_their_interval() {
+    let (engine, values, clock) = setup(config(
+        threshold(Duration::ZERO),
+        Some(Duration::from_secs(600)),
+        None,
+    ));
+    values.set("queue_depth", &[], 50.0);
+    assert_eq!(engine.evaluate().len(), 1);
+    clock.advance(Duration::from_secs(599));
+    assert!(engine.evaluate().is_empty());
+    clock.advance(Duration::from_secs(1));
+    let repeat = engine.evaluate();
+    assert_eq!(repeat.len(), 1);
+    assert_eq!(
+        repeat[0].idempotency_key, "r:1:firing:1",
+        "a repeat is a new delivery"
+    );
+}
+
+#[test]
+fn unacknowledged_alerts_escalate_and_acknowledged_ones_do_not() {
+    let escalation = Some(Escalation {
+        after: Duration::from_secs(900),
+        channels: vec!["boss".into()],
+    });
+    let (engine, values, clock) = setup(config(threshold(Duration::ZERO), None, escalation));
+    values.set("queue_depth", &[], 50.0);
+    engine.evaluate();
+    clock.advance(Duration::from_secs(900));
+    let escalated = engine.evaluate();
+    assert_eq!(
+        summary(&escalated),
+        [(NotificationStatus::Firing, vec!["boss".to_owned()])]
+    );
+    values.set("queue_depth", &[], 0.0);
+    let resolved = engine.evaluate();
+    assert_eq!(
+        summary(&resolved),
+        [(
+            NotificationStatus::Resolved,
+            vec!["team".to_owned(), "boss".to_owned()]
+        )],
+        "everyone who heard it fire hears it resolve"
+    );
+
+    // Second firing: acknowledged before the escalation time.
+    values.set("queue_depth", &[], 50.0);
+    clock.advance(Duration::from_secs(1));
+    let fired = engine.evaluate();
+    assert_eq!(fired[0].firing_number, 2);
+    assert!(engine.acknowledge("r"));
+    clock.advance(Duration::from_secs(3600));
+    assert!(engine.evaluate().is_empty(), "acknowledged: no escalation");
+    assert!(!engine.acknowledge("nope"));
+}
+
+#[test]
+fn error_rate_uses_counter_growth_within_the_window_not_totals() {
+    let condition = Condition::ErrorRate {
+        window: Duration::from_secs(300),
+        percent: 5.0,
+        for_: Duration::ZERO,
+    };
+    let (engine, values, clock) = setup(config(condition, None, None));
+    // A bad past: 10 000 executions, half failed, long ago.
+    let set = |completed: f64, trapped: f64| {
+        values.set(
+            "wasmcage_executions_total",
+            &[("outcome", "completed")],
+            completed,
+        );
+        values.set("wasmcage_executions_total", &[("outcome", "trap")], trapped);
+    };
+    set(5_000.0, 5_000.0);
+    engine.evaluate();
+    // Now: 1 000 new executions with 10 failures (1 %): below 5 % though the total is 50 %.
+    for step in 1..=10 {
+        clock.advance(Duration::from_secs(60));
+        set(5_000.0 + 99.0 * f64::from(step), 5_000.0 + f64::from(step));
+        assert!(engine.evaluate().is_empty(), "step {step}");
+    }
+    // Then 120 new executions with 40 failures: within the 5-minute window (baseline 360 s
+    // ago: 10 600 executions, 5 006 failed) that is 44 failures in 520 executions, 8.5 %.
+    clock.advance(Duration::from_secs(60));
+    set(5_990.0 + 80.0, 5_010.0 + 40.0);
+    let fired = engine.evaluate();
+    assert_eq!(fired.len(), 1);
+    assert!(
+        fired[0].value > 5.0 && fired[0].value < 20.0,
+        "rate over the window: {}",
+        fired[0].value
+    );
+}
+
+#[test]
+fn consecutive_health_failures_fire_and_recovery_resolves() {
+    let condition = Condition::HealthFailures {
+        check: "canary".into(),
+        consecutive: 3,
+    };
+    let (engine, values, _clock) = setup(config(condition, None, None));
+    for failures in [1, 2] {
+        values.set_health_failures("canary", failures);
+        assert!(engine.evaluate().is_empty());
+    }
+    values.set_health_failures("canary", 3);
+    assert_eq!(engine.evaluate()[0].status, NotificationStatus::Firing);
+    values.set_health_failures("canary", 0);
+    assert_eq!(engine.evaluate()[0].status, NotificationStatus::Resolved);
+}
+
+#[test]
+fn resource_usage_percent_held_for_a_duration() {
+    let metric = |name: &str| MetricRef {
+        name: name.into(),
+        labels: BTreeMap::new(),
+    };
+    let condition = Condition::ResourceUsage {
+        usage: metric("used_bytes"),
+        limit: metric("limit_bytes"),
+        percent: 90.0,
+        for_: Duration::from_secs(120),
+    };
+    let (engine, values, clock) = setup(config(condition, None, None));
+    values.set("limit_bytes", &[], 1000.0);
+    values.set("used_bytes", &[], 950.0);
+    assert!(engine.evaluate().is_empty());
+    clock.advance(Duration::from_secs(120));
+    let fired = engine.evaluate();
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0].value, 95.0);
+}
