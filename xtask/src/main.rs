@@ -48,6 +48,20 @@ pub fn cargo(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Runs a program other than cargo in the workspace root, failing if it fails.
+fn run(program: &str, args: &[&str]) -> Result<()> {
+    eprintln!("\n$ {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("cannot run {program}; is it installed? (.ci/run installs it)"))?;
+    if !status.success() {
+        bail!("`{program} {}` failed with {status}", args.join(" "));
+    }
+    Ok(())
+}
+
 fn ci() -> Result<()> {
     cargo(&["fmt", "--all", "--", "--check"])?;
     cargo(&[
@@ -62,6 +76,15 @@ fn ci() -> Result<()> {
     // benchmark that no longer compiles or panics fails CI without timing anything.
     cargo(&["test", "--workspace", "--all-targets"])?;
     cargo(&["test", "--workspace", "--doc"])?;
+    // The Prometheus alerting rules shipped for users are unit-tested with promtool.
+    run(
+        "promtool",
+        &["check", "rules", "docs/alerting/wasmcage-rules.yml"],
+    )?;
+    run(
+        "promtool",
+        &["test", "rules", "docs/alerting/wasmcage-rules.test.yml"],
+    )?;
     // Advisories need the network; CI has only the package registries.
     cargo(&["deny", "check", "bans", "licenses", "sources"])?;
     eprintln!("\nxtask ci: all checks passed");
