@@ -1,5 +1,6 @@
 //! End-to-end behaviour of the sandbox, one module per topic.
 
+mod alerting;
 mod cache;
 mod common;
 mod limits;

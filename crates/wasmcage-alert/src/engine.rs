@@ -336,6 +336,24 @@ impl AlertEngine {
     }
 }
 
+/// Evaluates `engine` every configured interval on the current tokio runtime and hands each
+/// notification to `dispatcher`. Evaluation never waits on delivery.
+pub fn spawn_evaluation(
+    engine: Arc<AlertEngine>,
+    dispatcher: Arc<crate::Dispatcher>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(engine.config().interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            for notification in engine.evaluate() {
+                dispatcher.send(notification);
+            }
+        }
+    })
+}
+
 fn hold(condition: &Condition) -> Duration {
     match condition {
         Condition::Threshold { for_, .. }

@@ -12,11 +12,14 @@ mod engine;
 mod notify;
 mod rules;
 
-pub use engine::{AlertEngine, AlertSource, Clock, ManualClock, RuleState, SystemClock};
+pub use engine::{
+    AlertEngine, AlertSource, Clock, ManualClock, RuleState, SystemClock, spawn_evaluation,
+};
 pub use notify::{
-    AlertmanagerNotifier, DeliveryCounts, DeliveryError, DeliveryStats, Dispatcher, Notification,
-    NotificationStatus, Notifier, SlackNotifier, WEBHOOK_SCHEMA_VERSION, WebhookNotifier,
-    alertmanager_body, http_client, rfc3339, sign, slack_body, webhook_body,
+    AlertmanagerNotifier, DeliveryCounts, DeliveryError, DeliveryListener, DeliveryResult,
+    DeliveryStats, Dispatcher, Notification, NotificationStatus, Notifier, SlackNotifier,
+    WEBHOOK_SCHEMA_VERSION, WebhookNotifier, alertmanager_body, http_client, rfc3339, sign,
+    slack_body, webhook_body,
 };
 pub use rules::{
     AlertConfig, ChannelConfig, Condition, DeliveryConfig, Escalation, MetricRef, Operator, Rule,

@@ -89,6 +89,34 @@ pub trait Notifier: Send + Sync {
     async fn send(&self, notification: &Notification) -> Result<(), DeliveryError>;
 }
 
+/// How one notification's delivery to one channel went, attempt by attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryResult {
+    /// Delivered.
+    Delivered,
+    /// An attempt failed and will be retried.
+    Retried,
+    /// Given up: the receiver refused it.
+    FailedPermanent,
+    /// Given up: every attempt failed.
+    FailedExhausted,
+}
+
+impl DeliveryResult {
+    /// The snake_case name, as used in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryResult::Delivered => "delivered",
+            DeliveryResult::Retried => "retried",
+            DeliveryResult::FailedPermanent => "failed_permanent",
+            DeliveryResult::FailedExhausted => "failed_exhausted",
+        }
+    }
+}
+
+/// Told of every delivery result, for metrics. Called on the delivery task; must be cheap.
+pub type DeliveryListener = Arc<dyn Fn(&str, DeliveryResult) + Send + Sync>;
+
 /// Delivery counters, per channel and in total.
 #[derive(Debug, Default)]
 pub struct DeliveryStats {
@@ -150,18 +178,28 @@ impl Dispatcher {
         channels: &BTreeMap<String, ChannelConfig>,
         delivery: &DeliveryConfig,
     ) -> Result<Self, AlertError> {
+        Self::start_observed(channels, delivery, None)
+    }
+
+    /// [`Dispatcher::start`], telling `listener` of every delivery result.
+    pub fn start_observed(
+        channels: &BTreeMap<String, ChannelConfig>,
+        delivery: &DeliveryConfig,
+        listener: Option<DeliveryListener>,
+    ) -> Result<Self, AlertError> {
         let client = http_client(delivery.timeout)?;
         let notifiers = channels
             .iter()
             .map(|(name, config)| (name.clone(), notifier(config, client.clone())))
             .collect();
-        Ok(Self::with_notifiers(notifiers, delivery))
+        Ok(Self::with_notifiers(notifiers, delivery, listener))
     }
 
     /// Starts one worker per notifier, for notifiers of your own.
     pub fn with_notifiers(
         notifiers: BTreeMap<String, Arc<dyn Notifier>>,
         delivery: &DeliveryConfig,
+        listener: Option<DeliveryListener>,
     ) -> Self {
         let mut queues = BTreeMap::new();
         let mut stats = BTreeMap::new();
@@ -169,12 +207,12 @@ impl Dispatcher {
         for (name, notifier) in notifiers {
             let (tx, rx) = mpsc::unbounded_channel();
             let channel_stats = Arc::new(DeliveryStats::default());
-            workers.push(tokio::spawn(worker(
-                rx,
-                notifier,
-                delivery.clone(),
-                channel_stats.clone(),
-            )));
+            let report = Report {
+                channel: name.clone(),
+                stats: channel_stats.clone(),
+                listener: listener.clone(),
+            };
+            workers.push(tokio::spawn(worker(rx, notifier, delivery.clone(), report)));
             queues.insert(name.clone(), tx);
             stats.insert(name, channel_stats);
         }
@@ -223,11 +261,33 @@ impl Dispatcher {
     }
 }
 
+/// Counts a channel's delivery results and passes them to the listener.
+struct Report {
+    channel: String,
+    stats: Arc<DeliveryStats>,
+    listener: Option<DeliveryListener>,
+}
+
+impl Report {
+    fn result(&self, result: DeliveryResult) {
+        let counter = match result {
+            DeliveryResult::Delivered => &self.stats.delivered,
+            DeliveryResult::Retried => &self.stats.retried,
+            DeliveryResult::FailedPermanent => &self.stats.failed_permanent,
+            DeliveryResult::FailedExhausted => &self.stats.failed_exhausted,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(listener) = &self.listener {
+            listener(&self.channel, result);
+        }
+    }
+}
+
 async fn worker(
     mut queue: mpsc::UnboundedReceiver<Notification>,
     notifier: Arc<dyn Notifier>,
     delivery: DeliveryConfig,
-    stats: Arc<DeliveryStats>,
+    report: Report,
 ) {
     let mut jitter = Jitter::seeded();
     while let Some(notification) = queue.recv().await {
@@ -236,19 +296,19 @@ async fn worker(
             attempt += 1;
             match notifier.send(&notification).await {
                 Ok(()) => {
-                    stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    report.result(DeliveryResult::Delivered);
                     break;
                 }
                 Err(DeliveryError::Permanent { .. }) => {
-                    stats.failed_permanent.fetch_add(1, Ordering::Relaxed);
+                    report.result(DeliveryResult::FailedPermanent);
                     break;
                 }
                 Err(DeliveryError::Retryable { retry_after, .. }) => {
                     if attempt >= delivery.max_attempts {
-                        stats.failed_exhausted.fetch_add(1, Ordering::Relaxed);
+                        report.result(DeliveryResult::FailedExhausted);
                         break;
                     }
-                    stats.retried.fetch_add(1, Ordering::Relaxed);
+                    report.result(DeliveryResult::Retried);
                     let exponential = delivery
                         .initial_backoff
                         .saturating_mul(1 << (attempt - 1).min(16));

@@ -69,6 +69,7 @@ pub(crate) struct Families {
     pub(crate) security_violations: IntCounterVec,
     pub(crate) limits_exceeded: IntCounterVec,
     pub(crate) health_status: IntGaugeVec,
+    pub(crate) alert_deliveries: IntCounterVec,
     pub(crate) up: Gauge,
 }
 
@@ -197,6 +198,8 @@ families! {
         "Executions that ran into a resource limit, by resource.";
     health_status: IntGaugeVec "wasmcage_health_status" ["check"] (),
         "Health of a check or of `overall`: 0 healthy, 1 degraded, 2 critical.";
+    alert_deliveries: IntCounterVec "wasmcage_alert_deliveries_total" ["channel", "result"] (),
+        "Alert notification delivery results by channel: delivered, retried, failed_permanent, failed_exhausted.";
     up: Gauge "wasmcage_up" [] (),
         "1 while the wasmcage metrics observer is installed.";
 }

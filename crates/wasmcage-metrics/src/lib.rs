@@ -167,6 +167,16 @@ impl Metrics {
         String::from_utf8(out).expect("the text format is UTF-8")
     }
 
+    /// Counts one alert delivery result (`delivered`, `retried`, `failed_permanent`,
+    /// `failed_exhausted`) for a channel. Channels come from configuration, so the label set
+    /// stays bounded.
+    pub fn record_alert_delivery(&self, channel: &str, result: &str) {
+        self.families
+            .alert_deliveries
+            .with_label_values(&[channel, result])
+            .inc();
+    }
+
     /// The content type of [`Metrics::render`]'s output.
     pub fn content_type(&self) -> &'static str {
         "text/plain; version=0.0.4; charset=utf-8"

@@ -36,6 +36,13 @@ pub use wasmcage_tracing as tracing;
 #[cfg(feature = "monitoring")]
 pub mod monitoring;
 
+/// Alert rules and notifiers (feature `alert`).
+#[cfg(feature = "alert")]
+pub use wasmcage_alert as alert;
+
+#[cfg(feature = "alert")]
+pub mod alerting;
+
 pub use wasmcage_core::{
     CallOutput, CommandInput, CommandOutput, Engine, EngineConfig, Error, ExecutionKind,
     ExecutionReport, ExportInfo, Limits, Module, OnExhausted, Outcome, OutcomeKind, PoolConfig,
