@@ -117,6 +117,11 @@ impl Drop for TracingGuard {
 
 /// Builds an OTLP/HTTP tracer provider with the service's resource attributes.
 pub fn otlp_provider(config: &OtlpConfig) -> Result<SdkTracerProvider, TracingError> {
+    // The exporter's HTTP client is reqwest. When another part of the program (alerting)
+    // enables reqwest's rustls without a built-in crypto provider, the client panics at
+    // creation unless a process-wide provider is installed; installing one when one already
+    // exists fails harmlessly.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_protocol(Protocol::HttpBinary)

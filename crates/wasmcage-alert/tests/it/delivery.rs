@@ -352,22 +352,23 @@ async fn start_alertmanager() -> Alertmanager {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("Alertmanager is installed (Debian package `prometheus-alertmanager`; .ci/run installs it)");
-    let url = format!("http://127.0.0.1:{port}");
+    // Owned by the guard at once, so that a failure below still kills the server.
+    let am = Alertmanager {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        _dir: dir,
+    };
     let client = wasmcage_alert::http_client(Duration::from_secs(5)).unwrap();
     let guard = Instant::now() + Duration::from_secs(60);
     loop {
-        let ready = client.get(format!("{url}/-/ready")).send().await;
+        let ready = client.get(format!("{}/-/ready", am.url)).send().await;
         if ready.is_ok_and(|r| r.status().is_success()) {
             break;
         }
         assert!(Instant::now() < guard, "Alertmanager did not become ready");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Alertmanager {
-        child,
-        url,
-        _dir: dir,
-    }
+    am
 }
 
 async fn alerts(url: &str) -> Vec<serde_json::Value> {
