@@ -3,6 +3,7 @@
 mod alerting;
 mod cache;
 mod common;
+mod health;
 mod limits;
 mod metrics;
 mod outcomes;

@@ -325,6 +325,7 @@ async fn the_metrics_endpoint_serves_the_text_format() {
         "127.0.0.1:0".parse().unwrap(),
         Monitoring {
             metrics: Some(metrics),
+            ..Monitoring::default()
         },
     )
     .await
@@ -455,6 +456,7 @@ async fn a_real_prometheus_scrapes_the_series() {
         "127.0.0.1:0".parse().unwrap(),
         Monitoring {
             metrics: Some(metrics),
+            ..Monitoring::default()
         },
     )
     .await

@@ -91,6 +91,12 @@ pub fn metric_exists(name: &str) -> bool {
     })
 }
 
+/// The health side of a [`RegistrySource`]: consecutive failures from a health monitor.
+#[cfg(feature = "health")]
+pub fn health_failures(monitor: Arc<wasmcage_health::HealthMonitor>) -> HealthFailures {
+    Arc::new(move |check| monitor.consecutive_failures(check))
+}
+
 /// Reads and validates an alerting configuration file against the built-in metrics.
 pub fn load(path: &std::path::Path) -> Result<AlertConfig, AlertError> {
     let text = std::fs::read_to_string(path)

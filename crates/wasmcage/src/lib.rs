@@ -43,6 +43,13 @@ pub use wasmcage_alert as alert;
 #[cfg(feature = "alert")]
 pub mod alerting;
 
+/// Health checks, the monitor and the probes (feature `health`).
+#[cfg(feature = "health")]
+pub use wasmcage_health as health;
+
+#[cfg(feature = "health")]
+pub mod health_checks;
+
 pub use wasmcage_core::{
     CallOutput, CommandInput, CommandOutput, Engine, EngineConfig, Error, ExecutionKind,
     ExecutionReport, ExportInfo, Limits, Module, OnExhausted, Outcome, OutcomeKind, PoolConfig,

@@ -1,6 +1,7 @@
-//! The monitoring HTTP server: `/metrics` in the Prometheus text format today, the health
-//! probes as they land. [`router`] gives the routes alone, so that a bigger service can
-//! mount them on its own listener; [`MonitoringServer`] serves them on an address of its own.
+//! The monitoring HTTP server: `/metrics` in the Prometheus text format, the performance
+//! report, and the health probes `/livez`, `/readyz` and `/healthz`. [`router`] gives the
+//! routes alone, so that a bigger service can mount them on its own listener;
+//! [`MonitoringServer`] serves them on an address of its own.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +17,9 @@ pub struct Monitoring {
     /// Serves `/metrics` when set.
     #[cfg(feature = "metrics")]
     pub metrics: Option<Arc<wasmcage_metrics::Metrics>>,
+    /// Answers `/readyz` and `/healthz` from this monitor when set (`/livez` always answers).
+    #[cfg(feature = "health")]
+    pub health: Option<Arc<wasmcage_health::HealthMonitor>>,
 }
 
 impl std::fmt::Debug for Monitoring {
@@ -30,7 +34,54 @@ pub fn router(monitoring: Monitoring) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/metrics/performance", get(performance))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/healthz", get(healthz))
         .with_state(monitoring)
+}
+
+/// Liveness needs nothing but a process that answers.
+async fn livez() -> impl IntoResponse {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "ok\n",
+    )
+}
+
+async fn readyz(axum::extract::State(m): State) -> axum::response::Response {
+    #[cfg(feature = "health")]
+    if let Some(monitor) = &m.health {
+        return probe(wasmcage_health::readyz(monitor));
+    }
+    let _ = m;
+    // Without health checks there is nothing that could make the process unready.
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "ok\n",
+    )
+        .into_response()
+}
+
+async fn healthz(axum::extract::State(m): State) -> axum::response::Response {
+    #[cfg(feature = "health")]
+    if let Some(monitor) = &m.health {
+        return probe(wasmcage_health::healthz(monitor));
+    }
+    let _ = m;
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, "text/plain")],
+        "health checks are not enabled\n",
+    )
+        .into_response()
+}
+
+#[cfg(feature = "health")]
+fn probe(p: wasmcage_health::ProbeResponse) -> axum::response::Response {
+    let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, [(header::CONTENT_TYPE, p.content_type)], p.body).into_response()
 }
 
 type State = axum::extract::State<Arc<Monitoring>>;
