@@ -25,6 +25,7 @@ mod cache;
 mod classify;
 mod engine;
 mod error;
+mod grants;
 mod limits;
 mod module;
 mod output;
@@ -44,4 +45,8 @@ pub use value::{Value, ValueType};
 pub use wasmcage_events::{
     ExecutionContext, ExecutionKind, ExecutionReport, Outcome, OutcomeKind, SandboxId, TraceParent,
     TrapKind,
+};
+pub use wasmcage_policy::{
+    Access, Clocks, DirGrant, NetRule, NetworkPolicy, Output, Policy, PolicyBuilder, PolicyError,
+    Profile, Randomness,
 };

@@ -9,14 +9,12 @@ use wasmcage_events::{
     SecurityEventKind, TraceParent, TrapKind,
 };
 use wasmtime::{Instance, Store, UpdateDeadline, Val};
-use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 
 use crate::classify::classify;
 use crate::limits::{LimitBreach, Limiter};
 use crate::output::BoundedOutput;
-use crate::{Engine, Error, Limits, Module, Value, ValueType};
+use crate::{Engine, Error, Limits, Module, Policy, Value, ValueType};
 
 /// The per-execution state wasmtime keeps in each store.
 pub(crate) struct StoreState {
@@ -29,6 +27,8 @@ pub(crate) struct StoreState {
     /// The ids of the execution running in this store, for host functions that log or
     /// trace; `None` while a pooled instance waits for its execution.
     pub(crate) context: Option<ExecutionContext>,
+    /// Where the WASI guards report denials; set with the WASI context.
+    pub(crate) guard: Option<crate::wasi_guard::Guard>,
 }
 
 /// Input for a WASI command.
@@ -64,19 +64,28 @@ pub struct CommandOutput {
 #[derive(Debug, Clone)]
 pub struct SandboxBuilder {
     engine: Engine,
-    limits: Limits,
+    policy: Policy,
 }
 
 impl SandboxBuilder {
-    /// Sets every resource limit at once.
+    /// Sets every resource limit at once (the policy's grants stay as they are).
     pub fn limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
+        self.policy.limits = limits;
+        self
+    }
+
+    /// Sets the whole capability policy: grants and limits.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
         self
     }
 
     /// Checks the configuration and builds the sandbox.
     pub fn build(self) -> Result<Sandbox, Error> {
-        let l = &self.limits;
+        self.policy
+            .validate()
+            .map_err(|e| Error::Config(format!("invalid policy: {e}")))?;
+        let l = &self.policy.limits;
         if l.fuel.is_some() && !self.engine.config().consume_fuel {
             return Err(Error::Config(
                 "a fuel limit was set, but this engine does not meter fuel; enable \
@@ -96,7 +105,7 @@ impl SandboxBuilder {
             inner: Arc::new(SandboxInner {
                 id: SandboxId::next(),
                 engine: self.engine,
-                limits: self.limits,
+                policy: self.policy,
             }),
         })
     }
@@ -119,7 +128,7 @@ pub struct Sandbox {
 struct SandboxInner {
     id: SandboxId,
     engine: Engine,
-    limits: Limits,
+    policy: Policy,
 }
 
 /// What the shared execution path needs to know about one execution.
@@ -202,12 +211,18 @@ pub(crate) struct Finished {
 }
 
 impl Sandbox {
-    /// Starts building a sandbox on this engine, with default [`Limits`].
+    /// Starts building a sandbox on this engine that grants nothing
+    /// ([`Policy::default`]), under default [`Limits`].
     pub fn builder(engine: &Engine) -> SandboxBuilder {
         SandboxBuilder {
             engine: engine.clone(),
-            limits: Limits::default(),
+            policy: Policy::default(),
         }
+    }
+
+    /// The capability policy every execution of this sandbox runs under.
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
     }
 
     pub(crate) fn observer(&self) -> &dyn wasmcage_events::Observer {
@@ -216,7 +231,7 @@ impl Sandbox {
 
     /// The limits every execution of this sandbox runs under.
     pub fn limits(&self) -> &Limits {
-        &self.inner.limits
+        &self.inner.policy.limits
     }
 
     /// Calls the export `export` with `args` and returns its results and report.
@@ -359,7 +374,7 @@ impl Sandbox {
     pub(crate) fn new_store(&self, module: &Module) -> Result<Store<StoreState>, Error> {
         self.check_engine(module)?;
         let engine = self.inner.engine.inner();
-        let limits = &self.inner.limits;
+        let limits = &self.inner.policy.limits;
         let now = Instant::now();
         let mut store = Store::new(
             &engine.wasmtime,
@@ -370,6 +385,7 @@ impl Sandbox {
                 deadline: now + limits.timeout,
                 timeout: limits.timeout,
                 context: None,
+                guard: None,
             },
         );
         store.limiter(|s| &mut s.limiter);
@@ -380,7 +396,7 @@ impl Sandbox {
     /// Refills fuel and sets the deadline to `started` plus the timeout.
     fn arm(&self, store: &mut Store<StoreState>, started: Instant) -> Result<Option<u64>, Error> {
         let engine = self.inner.engine.inner();
-        let limits = &self.inner.limits;
+        let limits = &self.inner.policy.limits;
         let fuel = engine
             .config
             .consume_fuel
@@ -434,7 +450,7 @@ impl Sandbox {
             instance,
             instantiate_duration,
         } = assigned;
-        let limits = &self.inner.limits;
+        let limits = &self.inner.policy.limits;
         let observer = &*self.inner.engine.inner().observer;
         let execution_id = context.execution_id;
         store.data_mut().context = Some(context);
@@ -442,21 +458,26 @@ impl Sandbox {
 
         let stdout = BoundedOutput::new(limits.max_stdout_bytes);
         let stderr = BoundedOutput::new(limits.max_stderr_bytes);
+        // The scratch directory lives exactly as long as this execution.
+        let mut scratch = None;
         if module.imports_wasi() {
             let input = plan.command.clone().unwrap_or_default();
-            let mut argv = Vec::with_capacity(input.args.len() + 1);
-            argv.push(module.info().name.to_string());
-            argv.extend(input.args);
-            let mut builder = WasiCtxBuilder::new();
-            builder
-                .args(&argv)
-                .stdin(MemoryInputPipe::new(input.stdin))
-                .stdout(stdout.clone())
-                .stderr(stderr.clone())
-                .allow_blocking_current_thread(true);
+            let wasi = crate::grants::wasi_context(
+                &self.inner.policy,
+                module.info(),
+                input,
+                &stdout,
+                &stderr,
+                &mut scratch,
+            )?;
             let state = store.data_mut();
             state.wasi_clock_start = Instant::now();
-            state.wasi = Some(builder.build_p1());
+            state.wasi = Some(wasi);
+            state.guard = Some(crate::wasi_guard::Guard {
+                observer: self.inner.engine.inner().observer.clone(),
+                module: module.info().clone(),
+                execution_id,
+            });
         }
 
         let mut results = vec![Val::I32(0); plan.results];
@@ -538,7 +559,7 @@ impl Sandbox {
 
     /// Tells the observers of every limit the execution ran into.
     fn report_security(&self, report: &ExecutionReport, breach: Option<LimitBreach>) {
-        let limits = &self.inner.limits;
+        let limits = &self.inner.policy.limits;
         let observer = &*self.inner.engine.inner().observer;
         let emit = |limit: LimitKind, target: String, action: SecurityAction| {
             observer.on_event(&Event::Security(&SecurityEvent {

@@ -51,6 +51,10 @@ pub use wasmcage_health as health;
 pub mod health_checks;
 
 pub use wasmcage_core::{
+    Access, Clocks, NetRule, NetworkPolicy, Output, Policy, PolicyBuilder, PolicyError, Profile,
+    Randomness,
+};
+pub use wasmcage_core::{
     CallOutput, CommandInput, CommandOutput, Engine, EngineConfig, Error, ExecutionKind,
     ExecutionReport, ExportInfo, Limits, Module, OnExhausted, Outcome, OutcomeKind, PoolConfig,
     PoolStats, Sandbox, SandboxBuilder, TraceParent, TrapKind, Value, ValueType, WarmPool,
