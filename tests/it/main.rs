@@ -7,6 +7,7 @@ mod health;
 mod limits;
 mod metrics;
 mod outcomes;
+mod policy;
 mod pool;
 mod tidy;
 mod traces;

@@ -13,7 +13,8 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use wasmcage_events::LimitKind;
-use wasmtime::{Caller, Extern, Linker};
+use wasmtime::{AsContextMut, Caller, Extern, Linker};
+use wasmtime_wasi::p1::wasi_snapshot_preview1::WasiSnapshotPreview1;
 
 use crate::limits::LimitBreach;
 use crate::module::WASI_P1;
@@ -70,6 +71,10 @@ fn path_open(
     let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
         return Ok(ERRNO_INVAL);
     };
+    // wasmtime-wasi bounds how much guest data one call may copy by a per-call budget that
+    // its generated glue refreshes before every call; we call the function directly, so we
+    // refresh it the same way.
+    let hostcall_fuel = caller.as_context_mut().hostcall_fuel();
     let (bytes, state) = memory.data_and_store_mut(&mut caller);
     let path = bytes
         .get(path_ptr as u32 as usize..)
@@ -80,6 +85,7 @@ fn path_open(
         .wasi
         .as_mut()
         .expect("a WASI context exists for modules that import WASI");
+    WasiSnapshotPreview1::set_hostcall_fuel(wasi, hostcall_fuel);
     let mut guest = wiggle::GuestMemory::Unshared(bytes);
     let errno =
         wasmtime_wasi::runtime::in_tokio(wasmtime_wasi::p1::wasi_snapshot_preview1::path_open(
