@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod policy_cmd;
 mod run;
 mod units;
 
@@ -18,6 +19,7 @@ struct Cli {
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     Run(run::RunArgs),
+    Policy(policy_cmd::PolicyArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,5 +38,6 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Run(args) => run::main(args),
+        Command::Policy(args) => policy_cmd::main(args),
     }
 }

@@ -6,12 +6,69 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use wasmcage::core::DirGrant;
 use wasmcage::core::{CacheConfig, PoolingConfig};
 use wasmcage::{
-    CommandInput, Engine, EngineConfig, ExecutionReport, Limits, Outcome, Sandbox, Value,
+    CommandInput, Engine, EngineConfig, ExecutionReport, Outcome, Policy, Profile, Sandbox, Value,
 };
 
 use crate::units::{Fuel, parse_duration, parse_fuel, parse_size};
+
+fn parse_profile(text: &str) -> Result<Profile, String> {
+    text.parse()
+}
+
+fn parse_dir(text: &str) -> Result<DirGrant, String> {
+    text.parse()
+}
+
+/// The effective policy: the profile, then the policy file, then the flags.
+pub(crate) fn effective_policy(
+    profile: Option<Profile>,
+    file: Option<&std::path::Path>,
+    args: Option<&RunArgs>,
+) -> Result<Policy> {
+    let base = profile.map(Policy::profile).unwrap_or_default();
+    let base = match file {
+        Some(path) => Policy::load_over(base, path)?,
+        None => base,
+    };
+    let Some(args) = args else {
+        return Ok(base);
+    };
+    let mut limits = base.limits.clone();
+    if let Some(fuel) = args.fuel {
+        limits.fuel = fuel.0;
+    }
+    if let Some(memory) = args.memory {
+        limits.memory_bytes = memory;
+    }
+    if let Some(timeout) = args.timeout {
+        limits.timeout = timeout;
+    }
+    if let Some(max) = args.max_output {
+        limits.max_stdout_bytes = max;
+        limits.max_stderr_bytes = max;
+    }
+    let mut builder = base.to_builder().limits(limits);
+    for dir in &args.dirs {
+        let host = dir
+            .host
+            .canonicalize()
+            .with_context(|| format!("--dir {}: cannot open it", dir.host.display()))?;
+        builder = builder.dir(host, dir.guest.clone(), dir.access);
+    }
+    for env in &args.envs {
+        builder = match env.split_once('=') {
+            Some((key, value)) => builder.env(key, value),
+            None => builder.inherit_env(env.clone()),
+        };
+    }
+    for rule in &args.allow_net {
+        builder = builder.allow_net(rule);
+    }
+    Ok(builder.build()?)
+}
 
 /// Exit statuses of `wasmcage run`. Guest exit codes are 0 to 125 (WASI preview 1 reserves
 /// the rest), so every status the host chooses is 126 or above and can never be mistaken
@@ -52,22 +109,47 @@ pub struct RunArgs {
     #[arg(long, value_name = "EXPORT")]
     invoke: Option<String>,
 
+    /// Start from a named profile: `strict`, `standard` or `permissive` (see
+    /// `docs/policy.md`). Without one, nothing is granted.
+    #[arg(long, value_name = "NAME", value_parser = parse_profile)]
+    profile: Option<Profile>,
+
+    /// A policy file (TOML) applied on top of the profile.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+
+    /// Grant a host directory: `<HOST>[::<GUEST>][:ro]` (read-write unless `:ro`; the guest
+    /// path defaults to `/<name>`). Repeatable.
+    #[arg(long = "dir", value_name = "HOST[::GUEST][:ro]", value_parser = parse_dir)]
+    dirs: Vec<DirGrant>,
+
+    /// Set an environment variable (`K=V`), or pass a host variable through (`K`). Repeatable.
+    #[arg(long = "env", value_name = "K=V")]
+    envs: Vec<String>,
+
+    /// Allow a network destination: `HOST:PORT` or a CIDR range. Repeatable.
+    #[arg(long = "allow-net", value_name = "HOST:PORT|CIDR")]
+    allow_net: Vec<String>,
+
     /// Fuel for the execution (about one unit per instruction), or `none` for unmetered.
-    #[arg(long, value_name = "N", default_value = "1000000000", value_parser = parse_fuel)]
-    fuel: Fuel,
+    /// Default: the profile's or policy's, else 1000000000.
+    #[arg(long, value_name = "N", value_parser = parse_fuel)]
+    fuel: Option<Fuel>,
 
-    /// The most linear memory the guest may use, e.g. `64MiB`.
-    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
-    memory: u64,
+    /// The most linear memory the guest may use, e.g. `64MiB`. Default: the profile's or
+    /// policy's, else 64MiB.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    memory: Option<u64>,
 
-    /// Wall-clock time the execution may take, e.g. `500ms`, `2s`.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
-    timeout: Duration,
+    /// Wall-clock time the execution may take, e.g. `500ms`, `2s`. Default: the profile's
+    /// or policy's, else 10s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    timeout: Option<Duration>,
 
     /// The most stdout and the most stderr kept, each, e.g. `1MiB`; the rest is dropped and
-    /// the report says so.
-    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
-    max_output: u64,
+    /// the report says so. Default: the profile's or policy's, else 1MiB.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_output: Option<u64>,
 
     /// The most wasm stack the guest may use, e.g. `512KiB`.
     #[arg(long, value_name = "SIZE", default_value = "512KiB", value_parser = parse_size)]
@@ -143,15 +225,8 @@ fn run(args: &RunArgs) -> Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     let module = engine.compile_file(&args.module)?;
-    let limits = Limits {
-        memory_bytes: args.memory,
-        fuel: args.fuel.0,
-        timeout: args.timeout,
-        max_stdout_bytes: args.max_output,
-        max_stderr_bytes: args.max_output,
-        ..Limits::default()
-    };
-    let sandbox = Sandbox::builder(&engine).limits(limits).build()?;
+    let policy = effective_policy(args.profile, args.policy.as_deref(), Some(args))?;
+    let sandbox = Sandbox::builder(&engine).policy(policy).build()?;
 
     let report = match &args.invoke {
         Some(export) => {
@@ -178,7 +253,7 @@ fn run(args: &RunArgs) -> Result<ExitCode> {
         }
     };
     write_report(args.report.as_deref(), &report)?;
-    Ok(conclude(&report, args))
+    Ok(conclude(&report, args, sandbox.limits()))
 }
 
 /// Reads the values for `--invoke` according to the export's parameter types.
@@ -231,7 +306,7 @@ fn write_report(target: Option<&str>, report: &ExecutionReport) -> Result<()> {
 }
 
 /// Prints a one-line explanation of any failure and picks the exit status.
-fn conclude(report: &ExecutionReport, args: &RunArgs) -> ExitCode {
+fn conclude(report: &ExecutionReport, args: &RunArgs, limits: &wasmcage::Limits) -> ExitCode {
     let say = |status: u8, what: String| {
         eprintln!("wasmcage: {what}");
         ExitCode::from(status)
@@ -239,7 +314,7 @@ fn conclude(report: &ExecutionReport, args: &RunArgs) -> ExitCode {
     if report.stdout_truncated || report.stderr_truncated {
         eprintln!(
             "wasmcage: output was cut at {} bytes per stream; raise --max-output to keep more",
-            args.max_output
+            limits.max_stdout_bytes
         );
     }
     match report.outcome {
@@ -256,14 +331,14 @@ fn conclude(report: &ExecutionReport, args: &RunArgs) -> ExitCode {
             status::TIMEOUT,
             format!(
                 "the guest ran past its timeout of {:?}; raise --timeout to allow more",
-                args.timeout
+                limits.timeout
             ),
         ),
         Outcome::MemoryLimit => say(
             status::MEMORY_LIMIT,
             format!(
                 "the guest tried to use more than {} bytes of memory; raise --memory to allow more",
-                args.memory
+                limits.memory_bytes
             ),
         ),
         Outcome::StackOverflow => say(

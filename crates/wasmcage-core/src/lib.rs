@@ -46,6 +46,8 @@ pub use wasmcage_events::{
     ExecutionContext, ExecutionKind, ExecutionReport, Outcome, OutcomeKind, SandboxId, TraceParent,
     TrapKind,
 };
+/// The capability policy crate, for its parsers and the rest of its API.
+pub use wasmcage_policy as policy;
 pub use wasmcage_policy::{
     Access, Clocks, DirGrant, NetRule, NetworkPolicy, Output, Policy, PolicyBuilder, PolicyError,
     Profile, Randomness,

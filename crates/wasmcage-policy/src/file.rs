@@ -151,6 +151,16 @@ impl Policy {
     /// Parses a policy file; relative host paths resolve against `base_dir`. The result is
     /// validated.
     pub fn from_toml(text: &str, base_dir: &Path) -> Result<Policy, PolicyError> {
+        Policy::from_toml_over(Policy::default(), text, base_dir)
+    }
+
+    /// Like [`Policy::from_toml`], but the file extends `base` (a profile chosen elsewhere)
+    /// unless it names a `profile` of its own, which then replaces `base`.
+    pub fn from_toml_over(
+        base: Policy,
+        text: &str,
+        base_dir: &Path,
+    ) -> Result<Policy, PolicyError> {
         let file: File = toml::from_str(text).map_err(|e| {
             let line = e
                 .span()
@@ -162,7 +172,7 @@ impl Policy {
             )
         })?;
         let mut policy = match &file.profile {
-            None => Policy::default(),
+            None => base,
             Some(name) => {
                 Policy::profile(name.parse::<Profile>().map_err(|e| invalid("profile", e))?)
             }
@@ -303,12 +313,17 @@ impl Policy {
 
     /// Reads and parses a policy file.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        Policy::load_over(Policy::default(), path)
+    }
+
+    /// Reads a policy file that extends `base`; see [`Policy::from_toml_over`].
+    pub fn load_over(base: Policy, path: &Path) -> Result<Policy, PolicyError> {
         let text = std::fs::read_to_string(path).map_err(|e| PolicyError::File {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        Policy::from_toml(&text, base)
+        let dir = path.parent().unwrap_or(Path::new("."));
+        Policy::from_toml_over(base, &text, dir)
     }
 
     /// The policy in the file format; [`Policy::from_toml`] reads it back to an equal policy.

@@ -527,3 +527,39 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     };
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is out of range"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        let check = |text: &str, expected: Option<u64>| {
+            assert_eq!(parse_size(text).ok(), expected, "{text}")
+        };
+        check("64MiB", Some(64 << 20));
+        check("64M", Some(64 << 20));
+        check("64MB", Some(64_000_000));
+        check("512KiB", Some(512 << 10));
+        check("1048576", Some(1 << 20));
+        check("10B", Some(10));
+        check("1GiB", Some(1 << 30));
+        check("MiB", None);
+        check("12 parsecs", None);
+        check("99999999999GiB", None);
+    }
+
+    #[test]
+    fn durations() {
+        let check = |text: &str, expected: Option<Duration>| {
+            assert_eq!(parse_duration(text).ok(), expected, "{text}")
+        };
+        check("500ms", Some(Duration::from_millis(500)));
+        check("2s", Some(Duration::from_secs(2)));
+        check("1.5s", Some(Duration::from_millis(1500)));
+        check("1m", Some(Duration::from_secs(60)));
+        check("250us", Some(Duration::from_micros(250)));
+        check("5", None);
+        check("fast", None);
+    }
+}
