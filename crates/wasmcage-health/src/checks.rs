@@ -1,7 +1,7 @@
 //! Built-in checks that need nothing from the engine, and a closure adapter.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
 use crate::{CheckResult, HealthCheck};
@@ -23,11 +23,19 @@ impl ProcessMemoryCheck {
     }
 }
 
-/// The resident set size from `/proc/self/statm`, where there is one.
+/// The resident set size from `/proc/self/statm` (in pages, its second field), where there is
+/// one.
+#[cfg(unix)]
 fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * rustix::param::page_size() as u64)
+    Some(pages.saturating_mul(rustix::param::page_size() as u64))
+}
+
+/// Platforms without `/proc` (and without a page size from rustix) cannot say.
+#[cfg(not(unix))]
+fn resident_bytes() -> Option<u64> {
+    None
 }
 
 #[async_trait::async_trait]
@@ -100,8 +108,14 @@ impl DirectoryCheck {
         if let Err(e) = std::fs::write(&probe, b"ok").and_then(|()| std::fs::remove_file(&probe)) {
             return CheckResult::fail(format!("{dir} is not writable: {e}")).with("dir", &dir);
         }
-        let free = match rustix::fs::statvfs(&self.dir) {
-            Ok(stat) => stat.f_bavail.saturating_mul(stat.f_frsize),
+        let free = match free_bytes(&self.dir) {
+            Ok(Some(free)) => free,
+            Ok(None) => {
+                return CheckResult::pass(format!(
+                    "{dir} is writable; free space cannot be measured on this platform"
+                ))
+                .with("dir", &dir);
+            }
             Err(e) => {
                 return CheckResult::fail(format!("cannot read free space of {dir}: {e}"))
                     .with("dir", &dir);
@@ -120,6 +134,19 @@ impl DirectoryCheck {
             .with("free_bytes", free)
             .with("min_free_bytes", self.min_free_bytes)
     }
+}
+
+/// Bytes available to an unprivileged user on the file system holding `dir`.
+#[cfg(unix)]
+fn free_bytes(dir: &Path) -> std::io::Result<Option<u64>> {
+    let stat = rustix::fs::statvfs(dir)?;
+    Ok(Some(stat.f_bavail.saturating_mul(stat.f_frsize)))
+}
+
+/// Without statvfs there is no portable way to ask; the check says so instead of guessing.
+#[cfg(not(unix))]
+fn free_bytes(_dir: &Path) -> std::io::Result<Option<u64>> {
+    Ok(None)
 }
 
 #[async_trait::async_trait]
@@ -172,6 +199,16 @@ impl FnCheck {
             critical,
             check: Box::new(move || Box::pin(check())),
         }
+    }
+
+    /// A check named `name` whose verdict `check` gives at once, for checks that only read
+    /// state (counters, a pool's gauges). It runs on the runtime's workers, so it must not
+    /// block; wrap blocking work in `tokio::task::spawn_blocking` and use [`FnCheck::new`].
+    pub fn new_sync<F>(name: impl Into<String>, critical: bool, check: F) -> Self
+    where
+        F: Fn() -> CheckResult + Send + Sync + 'static,
+    {
+        FnCheck::new(name, critical, move || std::future::ready(check()))
     }
 }
 

@@ -8,6 +8,20 @@
 //! failed `threshold` times in a row. Status changes are `HealthChanged` events for the
 //! observers. [`livez`], [`readyz`] and [`healthz`] answer Kubernetes-style probes.
 //!
+//! ```
+//! use std::sync::Arc;
+//! use wasmcage_health::{CheckResult, FnCheck, HealthConfig, HealthMonitor, HealthStatus, readyz};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let monitor = Arc::new(HealthMonitor::new(HealthConfig::default()));
+//! monitor.register(Arc::new(FnCheck::new_sync("pool", false, || {
+//!     CheckResult::fail("exhausted: 4 of 4 slots in use")
+//! })));
+//! assert_eq!(monitor.run_once().await, HealthStatus::Degraded);
+//! assert_eq!(readyz(&monitor).status, 200, "degraded is still ready");
+//! # }
+//! ```
+//!
 //! This crate knows nothing of the engine: the canary execution and the pool check are
 //! implemented by the facade, through [`HealthCheck`] and [`FnCheck`].
 
@@ -16,7 +30,7 @@ mod monitor;
 mod probes;
 
 pub use checks::{DirectoryCheck, FnCheck, ProcessMemoryCheck};
-pub use monitor::{CheckReport, HealthConfig, HealthMonitor, HealthReport};
+pub use monitor::{CheckReport, HealthConfig, HealthMonitor, HealthReport, MonitorTask};
 pub use probes::{ProbeResponse, healthz, livez, readyz};
 pub use wasmcage_events::HealthStatus;
 

@@ -15,7 +15,8 @@ pub struct HealthConfig {
     pub interval: Duration,
     /// Time one check may take before it counts as failed (default 2 s).
     pub timeout: Duration,
-    /// Consecutive failures of a critical check that make the process critical (default 3).
+    /// Consecutive failures of a critical check that make the process critical (default 3;
+    /// 0 is taken as 1).
     pub unhealthy_threshold: u32,
 }
 
@@ -133,40 +134,32 @@ impl HealthMonitor {
         });
     }
 
-    /// Runs every check once, concurrently, each in its own task with the timeout, and
-    /// updates the state. Returns the overall status.
+    /// Runs every check once, concurrently, and updates the state. Returns the overall status.
+    ///
+    /// Each check runs in a task of its own, watched by a second task that enforces the
+    /// timeout and aborts the check when it expires. So a check that hangs is a failure
+    /// ("timed out after N ms"), a check that panics is a failure ("panicked: ..."), and
+    /// neither delays the others or takes the monitor down. Must be called on a tokio runtime.
     pub async fn run_once(&self) -> HealthStatus {
         let checks: Vec<Arc<dyn HealthCheck>> =
             lock(&self.slots).iter().map(|s| s.check.clone()).collect();
         let timeout = self.config.timeout;
+        // All the watchers start before any is awaited, so the checks run concurrently and
+        // one run takes at most about one timeout however many checks there are.
         let runs: Vec<_> = checks
             .into_iter()
-            .map(|check| {
-                tokio::spawn(async move {
-                    let started = Instant::now();
-                    let result = tokio::time::timeout(timeout, check.check()).await;
-                    (result, started.elapsed())
-                })
-            })
+            .map(|check| tokio::spawn(watch(check, timeout)))
             .collect();
         let mut outcomes = Vec::with_capacity(runs.len());
         for run in runs {
-            let outcome = match run.await {
-                Ok((Ok(result), took)) => (result, took),
-                Ok((Err(_), took)) => (
-                    CheckResult::fail(format!("timed out after {} ms", timeout.as_millis())),
-                    took,
-                ),
-                Err(e) if e.is_panic() => (
-                    CheckResult::fail(format!("panicked: {}", panic_message(e))),
-                    Duration::ZERO,
-                ),
-                Err(e) => (
+            // A watcher neither panics nor is aborted; an error here means that the runtime
+            // is shutting down.
+            outcomes.push(run.await.unwrap_or_else(|e| {
+                (
                     CheckResult::fail(format!("did not finish: {e}")),
                     Duration::ZERO,
-                ),
-            };
-            outcomes.push(outcome);
+                )
+            }));
         }
         self.apply(outcomes)
     }
@@ -227,17 +220,36 @@ impl HealthMonitor {
         overall
     }
 
-    /// Runs the checks every interval on the current tokio runtime until the handle is
-    /// aborted or dropped with the runtime.
-    pub fn spawn(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(self.config.interval);
+    /// Runs the checks now and then every interval on the current tokio runtime, until the
+    /// returned task is stopped or dropped.
+    ///
+    /// A run that takes longer than the interval delays the next one rather than bunching
+    /// runs up. An interval of zero is taken as one millisecond.
+    pub fn spawn(self: Arc<Self>) -> MonitorTask {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let period = self.config.interval.max(Duration::from_millis(1));
+        let handle = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
-                self.run_once().await;
+                // A stop, or a dropped task, ends the loop between ticks or in the middle of
+                // a run; a run either updates the state completely or not at all.
+                tokio::select! {
+                    biased;
+                    _ = &mut stopped => return,
+                    _ = tick.tick() => {}
+                }
+                tokio::select! {
+                    biased;
+                    _ = &mut stopped => return,
+                    _ = self.run_once() => {}
+                }
             }
-        })
+        });
+        MonitorTask {
+            stop: Some(stop),
+            handle,
+        }
     }
 
     /// The overall status after the last run.
@@ -287,6 +299,51 @@ impl HealthMonitor {
             timestamp: epoch_seconds(SystemTime::now()),
             checks,
         }
+    }
+}
+
+/// Runs one check in a task of its own under `timeout`: the check's verdict, or a failure
+/// when it timed out or panicked, and how long it took.
+async fn watch(check: Arc<dyn HealthCheck>, timeout: Duration) -> (CheckResult, Duration) {
+    let started = Instant::now();
+    let mut run = tokio::spawn(async move { check.check().await });
+    let result = match tokio::time::timeout(timeout, &mut run).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) if e.is_panic() => CheckResult::fail(format!("panicked: {}", panic_message(e))),
+        Ok(Err(e)) => CheckResult::fail(format!("did not finish: {e}")),
+        Err(_) => {
+            // The check may never finish on its own; do not leave it running.
+            run.abort();
+            CheckResult::fail(format!("timed out after {} ms", timeout.as_millis()))
+        }
+    };
+    (result, started.elapsed())
+}
+
+/// The interval loop of a [`HealthMonitor`], from [`HealthMonitor::spawn`]. Dropping it stops
+/// the loop too.
+#[derive(Debug)]
+#[must_use = "dropping the task stops the monitor's loop"]
+pub struct MonitorTask {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl MonitorTask {
+    /// Stops the loop and waits until it has ended. A run in progress is abandoned; the
+    /// checks it started finish or time out on their own.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            // The loop may have ended already (its runtime shut down); nothing to tell it then.
+            let _ = stop.send(());
+        }
+        // The loop returns when told; an error means it was cancelled with its runtime.
+        let _ = (&mut self.handle).await;
+    }
+
+    /// Whether the loop has ended.
+    pub fn is_finished(&self) -> bool {
+        self.handle.is_finished()
     }
 }
 

@@ -49,12 +49,14 @@ impl HealthCheck for Toggle {
 }
 
 fn monitor(threshold: u32) -> (Arc<HealthMonitor>, Arc<RecordingObserver>) {
-    let recorder = Arc::new(RecordingObserver::default());
-    let config = HealthConfig {
+    monitor_with(HealthConfig {
         unhealthy_threshold: threshold,
-        timeout: Duration::from_millis(200),
         ..HealthConfig::default()
-    };
+    })
+}
+
+fn monitor_with(config: HealthConfig) -> (Arc<HealthMonitor>, Arc<RecordingObserver>) {
+    let recorder = Arc::new(RecordingObserver::default());
     (
         Arc::new(HealthMonitor::with_observer(config, recorder.clone())),
         recorder,
@@ -125,40 +127,169 @@ async fn a_critical_check_failing_past_its_threshold_is_critical_and_not_ready_u
     );
 }
 
+/// Tells the test, by dropping, that the future holding it was dropped (aborted).
+struct DropSignal(Option<tokio::sync::oneshot::Sender<()>>);
+
+impl Drop for DropSignal {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_hanging_check_times_out_and_a_panicking_one_is_contained() {
-    let (monitor, _) = monitor(1);
-    monitor.register(Arc::new(FnCheck::new("hangs", true, || {
-        std::future::pending::<CheckResult>()
+    // A short timeout so that the hanging check gives up quickly; nothing here depends on
+    // how long anything takes.
+    let (monitor, _) = monitor_with(HealthConfig {
+        unhealthy_threshold: 1,
+        timeout: Duration::from_millis(50),
+        ..HealthConfig::default()
+    });
+    let (dropped_tx, dropped) = tokio::sync::oneshot::channel();
+    let signal = Arc::new(std::sync::Mutex::new(Some(dropped_tx)));
+    monitor.register(Arc::new(FnCheck::new("hangs", true, move || {
+        let guard = DropSignal(signal.lock().unwrap().take());
+        async move {
+            let _guard = guard;
+            std::future::pending::<CheckResult>().await
+        }
     })));
     monitor.register(Arc::new(FnCheck::new("panics", false, || async {
         panic!("boom")
     })));
     let fine = Toggle::new("fine", true);
     monitor.register(fine.clone());
-    for _ in 0..2 {
-        assert_eq!(monitor.run_once().await, HealthStatus::Critical);
-    }
+    assert_eq!(monitor.run_once().await, HealthStatus::Critical);
+    dropped
+        .await
+        .expect("the hanging check is aborted, not left running");
+    assert_eq!(monitor.run_once().await, HealthStatus::Critical);
     let report = monitor.report();
     let by_name = |n: &str| report.checks.iter().find(|c| c.name == n).unwrap().clone();
-    assert_eq!(by_name("hangs").message, "timed out after 200 ms");
+    assert_eq!(by_name("hangs").message, "timed out after 50 ms");
+    assert_eq!(by_name("hangs").status, "critical");
     assert!(!by_name("hangs").passed);
     assert_eq!(by_name("panics").message, "panicked: boom");
+    assert_eq!(by_name("panics").status, "degraded");
     assert_eq!(
         by_name("panics").consecutive_failures,
         2,
         "the monitor kept running after the panic"
     );
     assert!(by_name("fine").passed);
+    assert_eq!(by_name("fine").consecutive_failures, 0);
+}
+
+#[tokio::test]
+async fn events_name_the_check_that_changed_and_the_overall_status_only_when_it_changes() {
+    let (monitor, recorder) = monitor(2);
+    let disk = Toggle::new("disk", false);
+    let pool = Toggle::new("pool", false);
+    monitor.register(disk.clone());
+    monitor.register(pool.clone());
+    monitor.run_once().await;
+    assert_eq!(
+        changes(&recorder),
+        [],
+        "nothing changed from the initial healthy"
+    );
+
+    disk.set(false);
+    monitor.run_once().await;
+    pool.set(false);
+    monitor.run_once().await;
+    disk.set(true);
+    monitor.run_once().await;
+    pool.set(true);
+    monitor.run_once().await;
+    monitor.run_once().await;
+    assert_eq!(
+        changes(&recorder),
+        [
+            ("disk".to_owned(), HealthStatus::Degraded),
+            ("overall".to_owned(), HealthStatus::Degraded),
+            ("pool".to_owned(), HealthStatus::Degraded),
+            ("disk".to_owned(), HealthStatus::Healthy),
+            ("pool".to_owned(), HealthStatus::Healthy),
+            ("overall".to_owned(), HealthStatus::Healthy),
+        ],
+    );
+    let last = recorder.events().into_iter().rev().find_map(|e| match e {
+        RecordedEvent::HealthChanged(c) if c.check == "pool" => Some(c),
+        _ => None,
+    });
+    let last = last.unwrap();
+    assert_eq!(
+        (
+            last.previous,
+            last.consecutive_failures,
+            last.message.as_str()
+        ),
+        (HealthStatus::Degraded, 0, "fine")
+    );
+}
+
+#[tokio::test]
+async fn closures_make_checks() {
+    let (monitor, _) = monitor(1);
+    monitor.register(Arc::new(FnCheck::new_sync("pool", true, || {
+        CheckResult::fail("exhausted").with("in_use", 4)
+    })));
+    monitor.register(Arc::new(FnCheck::new("canary", false, || async {
+        CheckResult::pass("the canary returned 42")
+    })));
+    assert_eq!(monitor.run_once().await, HealthStatus::Critical);
+    let report = monitor.report();
+    assert_eq!(report.checks[0].details["in_use"], "4");
+    assert!(report.checks[1].passed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loop_runs_on_its_interval_until_stopped_or_dropped() {
+    let (monitor, _) = monitor_with(HealthConfig {
+        interval: Duration::from_millis(1),
+        ..HealthConfig::default()
+    });
+    let (runs_tx, mut runs) = tokio::sync::mpsc::unbounded_channel();
+    monitor.register(Arc::new(FnCheck::new_sync("counted", false, move || {
+        let _ = runs_tx.send(());
+        CheckResult::fail("counted")
+    })));
+    let task = monitor.clone().spawn();
+    runs.recv().await.unwrap();
+    runs.recv().await.unwrap();
+    task.stop().await;
+    assert_eq!(monitor.status(), HealthStatus::Degraded);
+    assert!(monitor.consecutive_failures("counted").unwrap() >= 1);
+
+    // Dropping the task ends the loop, which lets go of the monitor and so of the check and
+    // its sender: the channel then closes.
+    let task = monitor.spawn();
+    runs.recv().await.unwrap();
+    drop(task);
+    while runs.recv().await.is_some() {}
 }
 
 #[tokio::test]
 async fn process_memory_against_its_threshold() {
     let check = |max: u64| async move { ProcessMemoryCheck::new(max, false).check().await };
     let tiny = check(1024).await;
-    assert!(!tiny.passed, "{}", tiny.message);
-    assert!(tiny.details["rss_bytes"].parse::<u64>().unwrap() > 1024);
-    assert!(check(u64::MAX).await.passed);
+    if std::path::Path::new("/proc/self/statm").exists() {
+        assert!(!tiny.passed, "{}", tiny.message);
+        assert!(tiny.message.contains("exceeds"), "{}", tiny.message);
+        assert!(tiny.details["rss_bytes"].parse::<u64>().unwrap() > 1024);
+    } else {
+        assert!(tiny.passed);
+        assert!(
+            tiny.message.contains("cannot be measured"),
+            "{}",
+            tiny.message
+        );
+    }
+    let huge = check(u64::MAX).await;
+    assert!(huge.passed, "{}", huge.message);
 }
 
 #[tokio::test]
