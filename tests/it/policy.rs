@@ -211,3 +211,24 @@ fn the_scratch_directory_is_fresh_for_every_execution() {
         .unwrap();
     assert_eq!(out.report.outcome, Outcome::Completed);
 }
+
+#[test]
+fn the_documented_policy_file_loads() {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/policy.md")).unwrap();
+    let start = doc.find("```toml\n").unwrap() + 8;
+    let example = &doc[start..start + doc[start..].find("```").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let policy = Policy::from_toml(example, dir.path()).unwrap();
+    assert_eq!(policy.dirs[0].guest, "/data");
+    assert_eq!(policy.dirs[0].access, Access::ReadOnly);
+    assert_eq!(policy.scratch.as_deref(), Some("/tmp"));
+    assert_eq!(policy.limits.memory_bytes, 32 << 20);
+    assert_eq!(policy.env["MODE"], "batch");
+    assert_eq!(policy.stderr, wasmcage::Output::Closed);
+    assert_eq!(policy.random, wasmcage::Randomness::Deterministic(42));
+    // And it runs: a sandbox accepts it.
+    let (engine, _) = recorded_engine();
+    assert!(Sandbox::builder(&engine).policy(policy).build().is_ok());
+}

@@ -298,3 +298,113 @@ fn an_unusable_cache_directory_only_warns() {
     assert_eq!(text(&out.stdout), "3\n");
     assert!(text(&out.stderr).contains("running without the on-disk cache"));
 }
+
+/// A command that prints the file `/data/in.txt` from its first preopen (fd 3) to stdout.
+const CAT_DATA: &str = r#"(module
+  (import "wasi_snapshot_preview1" "path_open"
+    (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 100) "in.txt")
+  (func (export "_start") (local $errno i32)
+    (local.set $errno (call $open (i32.const 3) (i32.const 1) (i32.const 100) (i32.const 6)
+      (i32.const 0) (i64.const 2) (i64.const 2) (i32.const 0) (i32.const 0)))
+    (if (local.get $errno) (then (call $exit (local.get $errno))))
+    (i32.store (i32.const 16) (i32.const 1024)) (i32.store (i32.const 20) (i32.const 1024))
+    (drop (call $read (i32.load (i32.const 0)) (i32.const 16) (i32.const 1) (i32.const 24)))
+    (i32.store (i32.const 20) (i32.load (i32.const 24)))
+    (drop (call $write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24)))))"#;
+
+#[test]
+fn dir_grants_reach_the_guest_and_nothing_else_does() {
+    let (dir, module) = write_module("cat.wat", CAT_DATA);
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("in.txt"), "from the host").unwrap();
+    let grant = format!("{}::/data:ro", data.display());
+    let out = wasmcage(&["run", &module, "--dir", &grant], b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "from the host");
+    // Without the grant there is no fd 3: the guest exits with EBADF (8).
+    let out = wasmcage(&["run", &module], b"");
+    assert_eq!(out.status.code(), Some(8));
+}
+
+#[test]
+fn profiles_and_policy_files_compose_with_flags() {
+    let spin = r#"(module (func (export "_start") (loop (br 0))))"#;
+    // The strict profile's 1 s timeout, tightened by a flag to 100 ms.
+    check_status(
+        spin,
+        &[
+            "--profile",
+            "strict",
+            "--fuel",
+            "none",
+            "--timeout",
+            "100ms",
+        ],
+        130,
+        "100ms",
+    );
+    let (dir, module) = write_module("spin.wat", spin);
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "profile = \"strict\"\n[limits]\nfuel = 5000\n").unwrap();
+    let out = wasmcage(&["run", &module, "--policy", policy.to_str().unwrap()], b"");
+    assert_eq!(out.status.code(), Some(129), "{}", text(&out.stderr));
+    check_status(spin, &["--profile", "lax"], 126, "unknown profile");
+    check_status(
+        spin,
+        &["--allow-net", "10.0.0.0/33"],
+        126,
+        "not a valid CIDR",
+    );
+    check_status(
+        spin,
+        &["--dir", "/definitely/missing::/x"],
+        126,
+        "--dir /definitely/missing",
+    );
+}
+
+#[test]
+fn policy_check_prints_the_effective_policy_or_the_mistake() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "profile = \"standard\"\n[env]\nset = { MODE = \"ci\" }\n[network]\nallow = [\"api.example.com:443\"]\n").unwrap();
+    let out = wasmcage(&["policy", "check", good.to_str().unwrap()], b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    for expected in [
+        "scratch = \"/scratch\"",
+        "MODE = \"ci\"",
+        "\"api.example.com:443\"",
+        "[limits]",
+    ] {
+        assert!(
+            printed.contains(expected),
+            "{expected} missing from {printed}"
+        );
+    }
+    // What it printed is itself a valid policy file.
+    let again = dir.path().join("again.toml");
+    std::fs::write(&again, &printed).unwrap();
+    assert_eq!(
+        wasmcage(&["policy", "check", again.to_str().unwrap()], b"")
+            .status
+            .code(),
+        Some(0)
+    );
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[limits]\ntimeout = \"0s\"\n").unwrap();
+    let out = wasmcage(&["policy", "check", bad.to_str().unwrap()], b"");
+    assert_eq!(out.status.code(), Some(126));
+    assert!(
+        text(&out.stderr).contains("limits.timeout: must be longer than zero"),
+        "{}",
+        text(&out.stderr)
+    );
+}

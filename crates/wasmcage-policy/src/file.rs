@@ -375,7 +375,14 @@ impl Policy {
         let set: Vec<String> = self
             .env
             .iter()
-            .map(|(k, v)| format!("{} = {}", q(k), q(v)))
+            .map(|(k, v)| {
+                // Bare keys where TOML allows them, quoted otherwise.
+                let bare = k
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                let key = if bare { k.clone() } else { q(k) };
+                format!("{key} = {}", q(v))
+            })
             .collect();
         let _ = writeln!(
             out,

@@ -66,6 +66,11 @@ pub use wasmcage_events::{Event, FanOut, NoopObserver, Observer, RecordingObserv
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
 
+/// docs/policy.md's Rust example, compiled and run as a doc test so that it cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/policy.md")]
+pub struct PolicyDocDoctests;
+
 /// docs/tracing.md's Rust example, compiled as a doc test so that it cannot drift.
 #[cfg(all(doctest, feature = "tracing"))]
 #[doc = include_str!("../../../docs/tracing.md")]
