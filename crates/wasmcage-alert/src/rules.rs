@@ -414,25 +414,7 @@ enum FileCondition {
     },
 }
 
-/// Parses `500ms`, `15s`, `5m`, `1h`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let n: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration; write it like 500ms, 15s, 5m or 1h"))?;
-    let seconds = match unit {
-        "ms" => n / 1e3,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("{text:?} needs a unit: ms, s, m or h")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is out of range"))
-}
+pub use wasmcage_events::units::parse_duration;
 
 impl FileConfig {
     fn into_config(self) -> Result<AlertConfig, AlertError> {

@@ -21,6 +21,7 @@
 mod event;
 mod observer;
 mod report;
+pub mod units;
 
 pub use event::{
     CacheEvent, CacheEventKind, CacheTier, CompileEvent, Event, ExecutionContext, ExecutionStart,
