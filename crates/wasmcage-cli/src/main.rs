@@ -6,6 +6,7 @@ use clap::Parser;
 
 mod policy_cmd;
 mod run;
+mod serve;
 mod units;
 
 /// Run untrusted WebAssembly in a sandbox with enforced limits.
@@ -22,6 +23,7 @@ struct Cli {
 enum Command {
     Run(run::RunArgs),
     Policy(policy_cmd::PolicyArgs),
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,5 +43,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run::main(args),
         Command::Policy(args) => policy_cmd::main(args),
+        Command::Serve(args) => serve::main(args),
     }
 }

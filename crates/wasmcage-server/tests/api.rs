@@ -1,0 +1,372 @@
+//! The service end to end: a real server on an ephemeral loopback port, driven over HTTP.
+
+#![allow(missing_docs)]
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wasmcage_server::{Server, ServerConfig};
+
+const ADD: &str = r#"(module
+  (func (export "add") (param i32 i32) (result i32) (i32.add (local.get 0) (local.get 1)))
+  (func (export "trap") unreachable)
+  (func (export "spin") (loop (br 0))))"#;
+
+const ECHO: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 1024)) (i32.store (i32.const 4) (i32.const 4096))
+    (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (i32.store (i32.const 4) (i32.load (i32.const 8)))
+    (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+
+struct Running {
+    base: String,
+    client: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<std::io::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(configure: impl FnOnce(&mut ServerConfig)) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_owned(),
+        ..ServerConfig::default()
+    };
+    config.max_limits.fuel = Some(50_000_000);
+    config.max_limits.timeout = Duration::from_secs(5);
+    configure(&mut config);
+    let server = Server::bind(config).await.unwrap();
+    let base = format!("http://{}", server.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let done = tokio::spawn(server.serve(async {
+        let _ = stopped.await;
+    }));
+    let client = wasmcage::alert::http_client(Duration::from_secs(30)).unwrap();
+    Running {
+        base,
+        client,
+        stop: Some(stop),
+        done,
+        _dir: dir,
+    }
+}
+
+impl Running {
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn upload(&self, name: &str, module: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .post(format!("{}/v1/modules?name={name}", self.base))
+            .body(module.to_owned())
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+}
+
+fn error_code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_invoke_run_and_every_error_class() {
+    let s = start(|_| {}).await;
+    let (status, module) = s.upload("add.wat", ADD).await;
+    assert_eq!(status, 201, "{module}");
+    let id = module["id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 64);
+    assert_eq!(
+        module["exports"][0],
+        json!({"name": "add", "params": ["i32", "i32"], "results": ["i32"]})
+    );
+
+    let (status, listed) = s.get("/v1/modules").await;
+    assert_eq!(status, 200);
+    assert!(listed.contains(&id));
+
+    let (status, out) = s
+        .post(
+            &format!("/v1/modules/{id}/invoke"),
+            json!({"export": "add", "args": [40, "2"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["results"], json!([42]));
+    assert_eq!(out["report"]["outcome"], "completed");
+
+    // A guest trap is a 200 with the classified outcome.
+    let (status, out) = s
+        .post(
+            &format!("/v1/modules/{id}/invoke"),
+            json!({"export": "trap"}),
+        )
+        .await;
+    assert_eq!(
+        (
+            status,
+            out["report"]["outcome"].as_str(),
+            out["report"]["trap"].as_str()
+        ),
+        (200, Some("trap"), Some("unreachable"))
+    );
+
+    // Limits never rise above the server's maxima.
+    let (status, out) = s
+        .post(
+            &format!("/v1/modules/{id}/invoke"),
+            json!({"export": "spin", "limits": {"fuel": 1_000_000_000_000u64}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(out["report"]["outcome"], "out_of_fuel");
+    assert_eq!(out["report"]["fuel_limit"], 50_000_000);
+
+    // Bad requests are 4xx with a JSON error that says what was wrong.
+    let checks: Vec<(u16, Value, &str)> = vec![
+        {
+            let (st, b) = s
+                .post(
+                    &format!("/v1/modules/{id}/invoke"),
+                    json!({"export": "add", "args": [1]}),
+                )
+                .await;
+            (st, b, "bad_arguments")
+        },
+        {
+            let (st, b) = s
+                .post(
+                    &format!("/v1/modules/{id}/invoke"),
+                    json!({"export": "add", "args": ["x", 1]}),
+                )
+                .await;
+            (st, b, "bad_arguments")
+        },
+        {
+            let (st, b) = s
+                .post(
+                    &format!("/v1/modules/{id}/invoke"),
+                    json!({"export": "nope"}),
+                )
+                .await;
+            (st, b, "unknown_export")
+        },
+        {
+            let (st, b) = s
+                .post(
+                    &format!("/v1/modules/{}/invoke", "0".repeat(64)),
+                    json!({"export": "add"}),
+                )
+                .await;
+            (st, b, "unknown_module")
+        },
+        {
+            let (st, b) = s
+                .post(
+                    &format!("/v1/modules/{id}/invoke"),
+                    json!({"export": "add", "profile": "lax"}),
+                )
+                .await;
+            (st, b, "bad_profile")
+        },
+        {
+            let (st, b) = s.upload("bad.wasm", "(module (func").await;
+            (st, b, "invalid_module")
+        },
+        {
+            let (st, b) = s.post(&format!("/v1/modules/{id}/run"), json!({})).await;
+            (st, b, "not_a_command")
+        },
+    ];
+    for (status, body, code) in checks {
+        assert_eq!(
+            (status, error_code(&body)),
+            (if code == "unknown_module" { 404 } else { 400 }, code),
+            "{body}"
+        );
+        assert!(!body["error"]["message"].as_str().unwrap().is_empty());
+    }
+    let r = s
+        .client
+        .post(format!("{}/v1/modules/{id}/invoke", s.base))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert_eq!(error_code(&r.json::<Value>().await.unwrap()), "bad_json");
+
+    // A WASI command with stdin.
+    let (_, echo) = s.upload("echo.wat", ECHO).await;
+    let echo_id = echo["id"].as_str().unwrap();
+    let (status, out) = s
+        .post(
+            &format!("/v1/modules/{echo_id}/run"),
+            json!({"stdin": "hello service"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["stdout"], "hello service");
+    assert_eq!(out["exit_code"], 0);
+    let (_, out) = s
+        .post(
+            &format!("/v1/modules/{echo_id}/run"),
+            json!({"stdin_base64": "aGk="}),
+        )
+        .await;
+    assert_eq!(out["stdout"], "hi");
+    let (status, out) = s
+        .post(
+            &format!("/v1/modules/{echo_id}/run"),
+            json!({"env": {"SECRET": "x"}}),
+        )
+        .await;
+    assert_eq!((status, error_code(&out)), (400, "env_not_allowed"));
+
+    // Monitoring on the same listener.
+    let (status, metrics) = s.get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("wasmcage_executions_total"));
+    assert_eq!(s.get("/livez").await.0, 200);
+    assert_eq!(s.get("/readyz").await.0, 200);
+
+    // Delete, then it is gone.
+    let r = s
+        .client
+        .delete(format!("{}/v1/modules/{id}", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(s.get(&format!("/v1/modules/{id}")).await.0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_and_body_limits() {
+    let s = start(|c| {
+        c.api_keys = vec!["k1".into(), "k2".into()];
+        c.max_body_bytes = 1024;
+    })
+    .await;
+    let (status, body) = s.upload("add.wat", ADD).await;
+    assert_eq!((status, error_code(&body)), (401, "unauthorized"));
+    for header in [("authorization", "Bearer k2"), ("x-api-key", "k1")] {
+        let r = s
+            .client
+            .post(format!("{}/v1/modules?name=add.wat", s.base))
+            .header(header.0, header.1)
+            .body(ADD)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+    }
+    let r = s
+        .client
+        .get(format!("{}/v1/modules", s.base))
+        .header("x-api-key", "wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let big = "x".repeat(4096);
+    let r = s
+        .client
+        .post(format!("{}/v1/modules?name=big", s.base))
+        .header("x-api-key", "k1")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    assert_eq!(
+        error_code(&r.json::<Value>().await.unwrap()),
+        "body_too_large"
+    );
+    // Probes and metrics need no key.
+    assert_eq!(s.get("/livez").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_keys_refuses_a_public_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServerConfig {
+        listen: "0.0.0.0:0".parse().unwrap(),
+        data_dir: dir.path().to_owned(),
+        ..ServerConfig::default()
+    };
+    let err = Server::bind(config).await.unwrap_err();
+    assert!(err.to_string().contains("without API keys"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_in_flight_executions() {
+    // No fuel ceiling, so the guest runs until its 800 ms timeout.
+    let mut s = start(|c| c.max_limits.fuel = None).await;
+    let (_, module) = s.upload("add.wat", ADD).await;
+    let id = module["id"].as_str().unwrap().to_owned();
+    let url = format!("{}/v1/modules/{id}/invoke", s.base);
+    let client = s.client.clone();
+    let busy = tokio::spawn(async move {
+        client
+            .post(url)
+            .json(
+                &json!({"export": "spin", "profile": "permissive", "limits": {"timeout_ms": 800}}),
+            )
+            .send()
+            .await
+            .unwrap()
+    });
+    // Wait until the execution is running before asking the server to stop.
+    let guard = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, metrics) = s.get("/metrics").await;
+        if metrics
+            .lines()
+            .any(|l| l.starts_with("wasmcage_instances_active 1"))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < guard,
+            "the execution never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    s.stop.take().unwrap().send(()).unwrap();
+    let response = busy.await.unwrap();
+    assert_eq!(
+        response.status().as_u16(),
+        200,
+        "the in-flight request finished"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["report"]["outcome"], "timeout");
+    (&mut s.done).await.unwrap().unwrap();
+}
