@@ -27,8 +27,39 @@ use wasmcage::{
 
 use crate::{ServerConfig, ServerError};
 
+/// Token buckets per API key.
+struct RateLimiter {
+    limit: crate::config::RateLimit,
+    buckets: std::sync::Mutex<HashMap<String, (f64, std::time::Instant)>>,
+}
+
+impl RateLimiter {
+    /// Takes a token for `who`, or says how long until one is free.
+    fn take(&self, who: &str) -> Result<(), Duration> {
+        let now = std::time::Instant::now();
+        let burst = f64::from(self.limit.burst);
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (tokens, last) = buckets.entry(who.to_owned()).or_insert((burst, now));
+        *tokens =
+            (*tokens + now.duration_since(*last).as_secs_f64() * self.limit.per_second).min(burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64(
+                (1.0 - *tokens) / self.limit.per_second,
+            ))
+        }
+    }
+}
+
 /// Everything the handlers share.
 pub(crate) struct State {
+    limiter: Option<RateLimiter>,
     config: ServerConfig,
     engine: Engine,
     modules: RwLock<HashMap<String, Module>>,
@@ -70,7 +101,12 @@ impl State {
         )
         .map_err(|e| ServerError::Start(e.to_string()))?;
         health.register(Arc::new(canary));
+        let limiter = config.rate_limit.map(|limit| RateLimiter {
+            limit,
+            buckets: Default::default(),
+        });
         let state = State {
+            limiter,
             config,
             engine,
             modules: RwLock::default(),
@@ -289,13 +325,18 @@ pub(crate) fn router(state: Arc<State>) -> axum::Router {
         metrics: Some(state.metrics.clone()),
         health: Some(state.health.clone()),
     });
-    api.merge(monitoring).fallback(|| async {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such route; the API lives under /v1",
+    api.merge(monitoring)
+        .route(
+            "/v1/openapi.json",
+            get(|| async { Json(crate::openapi::document()) }),
         )
-    })
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such route; the API lives under /v1",
+            )
+        })
 }
 
 /// With API keys configured, every `/v1` request needs one, as `Authorization: Bearer <key>`
@@ -308,7 +349,7 @@ async fn authenticate(
 ) -> Response {
     let keys = &state.config.api_keys;
     if keys.is_empty() {
-        return next.run(request).await;
+        return limit_rate(&state, "anonymous", request, next).await;
     }
     let given = headers
         .get("authorization")
@@ -328,7 +369,8 @@ async fn authenticate(
         acc | u8::from(bool::from(key.as_bytes().ct_eq(given.as_bytes())))
     });
     if matched == 1 {
-        next.run(request).await
+        let who = given.to_owned();
+        limit_rate(&state, &who, request, next).await
     } else {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -337,6 +379,22 @@ async fn authenticate(
         )
         .into_response()
     }
+}
+
+/// Refuses with 429 and `Retry-After` when `who` has used up its requests.
+async fn limit_rate(state: &State, who: &str, request: Request, next: Next) -> Response {
+    if let Some(Err(wait)) = state.limiter.as_ref().map(|l| l.take(who)) {
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let mut response = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many requests for this API key; retry in {seconds} s"),
+        )
+        .into_response();
+        response.headers_mut().insert("retry-after", seconds.into());
+        return response;
+    }
+    next.run(request).await
 }
 
 /// Runs a handler's work under the request timeout.

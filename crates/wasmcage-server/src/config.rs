@@ -31,6 +31,19 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Environment variables a `run` request may set (default: none).
     pub allowed_env: Vec<String>,
+    /// Requests per second allowed per API key (anonymous callers share one bucket);
+    /// `None` (the default) sets no rate limit.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A token bucket: `per_second` sustained, bursts of up to `burst`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained requests per second.
+    pub per_second: f64,
+    /// The most requests at once.
+    pub burst: u32,
 }
 
 impl Default for ServerConfig {
@@ -51,6 +64,7 @@ impl Default for ServerConfig {
             max_body_bytes: 16 << 20,
             request_timeout: Duration::from_secs(60),
             allowed_env: Vec::new(),
+            rate_limit: None,
         }
     }
 }
@@ -78,6 +92,7 @@ struct File {
     max_body: Option<String>,
     request_timeout: Option<String>,
     allowed_env: Option<Vec<String>>,
+    rate_limit: Option<RateLimit>,
     max_limits: Option<FileLimits>,
 }
 
@@ -123,6 +138,15 @@ impl ServerConfig {
         }
         if let Some(env) = file.allowed_env {
             c.allowed_env = env;
+        }
+        if let Some(rate) = file.rate_limit {
+            if !(rate.per_second > 0.0) || rate.burst == 0 {
+                return Err(bad(
+                    "rate_limit",
+                    "per_second and burst must be larger than zero",
+                ));
+            }
+            c.rate_limit = Some(rate);
         }
         if let Some(l) = file.max_limits {
             if let Some(m) = l.memory {
@@ -189,6 +213,7 @@ impl ServerConfig {
             max_body: Some(self.max_body_bytes.to_string()),
             request_timeout: Some(format!("{}ms", self.request_timeout.as_millis())),
             allowed_env: Some(self.allowed_env.clone()),
+            rate_limit: self.rate_limit,
             max_limits: Some(FileLimits {
                 memory: Some(self.max_limits.memory_bytes.to_string()),
                 fuel: self.max_limits.fuel,

@@ -8,11 +8,12 @@
 
 mod api;
 mod config;
+pub mod openapi;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use config::ServerConfig;
+pub use config::{RateLimit, ServerConfig};
 
 /// An error starting or configuring the service.
 #[derive(Debug, thiserror::Error)]

@@ -370,3 +370,79 @@ async fn shutdown_drains_in_flight_executions() {
     assert_eq!(body["report"]["outcome"], "timeout");
     (&mut s.done).await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_key_has_its_own_rate_limit() {
+    let s = start(|c| {
+        c.api_keys = vec!["a".into(), "b".into()];
+        c.rate_limit = Some(wasmcage_server::RateLimit {
+            per_second: 0.5,
+            burst: 2,
+        });
+    })
+    .await;
+    let get = |key: &'static str| {
+        let (client, url) = (s.client.clone(), format!("{}/v1/modules", s.base));
+        async move {
+            client
+                .get(url)
+                .header("x-api-key", key)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(get("a").await.status().as_u16(), 200);
+    assert_eq!(get("a").await.status().as_u16(), 200);
+    let limited = get("a").await;
+    assert_eq!(limited.status().as_u16(), 429);
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1, "Retry-After {retry}");
+    assert_eq!(
+        error_code(&limited.json::<Value>().await.unwrap()),
+        "rate_limited"
+    );
+    // Another key is unaffected.
+    assert_eq!(get("b").await.status().as_u16(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_lists_exactly_the_routes_the_server_answers() {
+    let s = start(|_| {}).await;
+    let (status, text) = s.get("/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["openapi"], "3.0.3");
+    let mut documented: Vec<(String, String)> = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            documented.push((method.clone(), path.clone()));
+        }
+    }
+    documented.sort();
+    let mut routes: Vec<(String, String)> = wasmcage_server::openapi::ROUTES
+        .iter()
+        .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+        .collect();
+    routes.sort();
+    assert_eq!(
+        documented, routes,
+        "the document and the route table disagree"
+    );
+    // And the server answers every documented route (anything but the unknown-route 404).
+    for (method, path) in routes {
+        let url = format!("{}{}", s.base, path.replace("{id}", &"0".repeat(64)));
+        let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let r = s.client.request(method.clone(), url).send().await.unwrap();
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        assert!(
+            status != 405 && !body.contains("\"not_found\""),
+            "{method} {path}: {status} {body}"
+        );
+    }
+}

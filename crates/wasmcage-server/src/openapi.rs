@@ -1,0 +1,93 @@
+//! The OpenAPI document of the `/v1` API, served at `/v1/openapi.json`.
+
+use serde_json::{Value, json};
+
+/// Every route the service answers, as (method, OpenAPI path). A test checks that the
+/// document lists exactly these and that the server answers each of them.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("post", "/v1/modules"),
+    ("get", "/v1/modules"),
+    ("get", "/v1/modules/{id}"),
+    ("delete", "/v1/modules/{id}"),
+    ("post", "/v1/modules/{id}/invoke"),
+    ("post", "/v1/modules/{id}/run"),
+    ("get", "/v1/openapi.json"),
+    ("get", "/metrics"),
+    ("get", "/livez"),
+    ("get", "/readyz"),
+    ("get", "/healthz"),
+];
+
+fn error_response(description: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+/// The document.
+pub fn document() -> Value {
+    let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}, "description": "The module's SHA-256, 64 hex digits."});
+    let errors = json!({
+        "400": error_response("The request was malformed or refers to something that does not fit (bad JSON, wrong argument types, invalid module)."),
+        "401": error_response("An API key is required or was not valid."),
+        "404": error_response("No such module."),
+        "413": error_response("The body is larger than the server allows."),
+        "429": error_response("Too many requests for this API key; see Retry-After."),
+        "504": error_response("The request took longer than the server allows."),
+    });
+    let with_errors = |ok: Value| {
+        let mut responses = errors.clone();
+        for (k, v) in ok.as_object().expect("an object") {
+            responses[k] = v.clone();
+        }
+        responses
+    };
+    let text =
+        |description: &str| json!({"description": description, "content": {"text/plain": {}}});
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "wasmcage", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "Run untrusted WebAssembly in fresh sandboxes under enforced limits."},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}, "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
+                "Module": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "size_bytes": {"type": "integer"}, "imports_wasi": {"type": "boolean"},
+                    "exports": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}, "params": {"type": "array", "items": {"type": "string"}}, "results": {"type": "array", "items": {"type": "string"}}}}}}},
+                "Limits": {"type": "object", "description": "Each is clamped to the server's maximum.", "properties": {"fuel": {"type": "integer"}, "memory": {"oneOf": [{"type": "integer"}, {"type": "string"}]}, "timeout_ms": {"type": "integer"}, "max_output": {"oneOf": [{"type": "integer"}, {"type": "string"}]}}},
+                "Report": {"type": "object", "description": "The execution report: outcome (completed, exited, out_of_fuel, timeout, memory_limit, stack_overflow, trap), trap, exit_code, fuel_consumed, memory_peak_bytes, duration_ms, stdout_truncated and more."},
+            }
+        },
+        "security": [{"bearer": []}, {"apiKey": []}],
+        "paths": {
+            "/v1/modules": {
+                "post": {"summary": "Upload a module (WebAssembly binary or WAT text) as the request body.",
+                         "parameters": [{"name": "name", "in": "query", "schema": {"type": "string"}}],
+                         "requestBody": {"content": {"application/wasm": {}, "text/plain": {}}},
+                         "responses": with_errors(json!({"201": {"description": "Stored and compiled.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Module"}}}}}))},
+                "get": {"summary": "List modules.", "responses": with_errors(json!({"200": {"description": "The modules.", "content": {"application/json": {}}}}))}
+            },
+            "/v1/modules/{id}": {
+                "get": {"summary": "Describe a module.", "parameters": [id.clone()], "responses": with_errors(json!({"200": {"description": "The module.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Module"}}}}}))},
+                "delete": {"summary": "Delete a module.", "parameters": [id.clone()], "responses": with_errors(json!({"204": {"description": "Deleted."}}))}
+            },
+            "/v1/modules/{id}/invoke": {
+                "post": {"summary": "Call an export with typed arguments in a fresh sandbox.", "parameters": [id.clone()],
+                         "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["export"], "properties": {
+                             "export": {"type": "string"}, "args": {"type": "array", "items": {"oneOf": [{"type": "number"}, {"type": "string"}]}},
+                             "limits": {"$ref": "#/components/schemas/Limits"}, "profile": {"type": "string", "enum": ["strict", "standard", "permissive"]}}}}}},
+                         "responses": with_errors(json!({"200": {"description": "Results and the report; a guest trap is a 200 with its outcome.", "content": {"application/json": {}}}}))}
+            },
+            "/v1/modules/{id}/run": {
+                "post": {"summary": "Run a WASI command in a fresh sandbox.", "parameters": [id],
+                         "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
+                             "args": {"type": "array", "items": {"type": "string"}}, "stdin": {"type": "string"}, "stdin_base64": {"type": "string"},
+                             "env": {"type": "object", "additionalProperties": {"type": "string"}}, "limits": {"$ref": "#/components/schemas/Limits"}, "profile": {"type": "string"}}}}}},
+                         "responses": with_errors(json!({"200": {"description": "exit_code, stdout, stderr (text and base64), truncation flags and the report.", "content": {"application/json": {}}}}))}
+            },
+            "/v1/openapi.json": {"get": {"summary": "This document.", "security": [], "responses": {"200": {"description": "OpenAPI 3.", "content": {"application/json": {}}}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics.", "security": [], "responses": {"200": text("The text exposition format.")}}},
+            "/livez": {"get": {"summary": "Liveness.", "security": [], "responses": {"200": text("ok")}}},
+            "/readyz": {"get": {"summary": "Readiness.", "security": [], "responses": {"200": text("ok"), "503": {"description": "Not ready: the failing checks.", "content": {"application/json": {}}}}}},
+            "/healthz": {"get": {"summary": "The full health report.", "security": [], "responses": {"200": {"description": "Healthy or degraded.", "content": {"application/json": {}}}, "503": {"description": "Critical.", "content": {"application/json": {}}}}}}
+        }
+    })
+}
