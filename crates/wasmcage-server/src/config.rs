@@ -140,7 +140,7 @@ impl ServerConfig {
             c.allowed_env = env;
         }
         if let Some(rate) = file.rate_limit {
-            if !(rate.per_second > 0.0) || rate.burst == 0 {
+            if rate.per_second.is_nan() || rate.per_second <= 0.0 || rate.burst == 0 {
                 return Err(bad(
                     "rate_limit",
                     "per_second and burst must be larger than zero",
