@@ -7,18 +7,21 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 mod bench;
+mod load;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench::run(&args[1..]),
+        Some("load") => load::run(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
                  tasks:\n  \
                  ci      format check, clippy, every test, cargo-deny (what CI runs)\n  \
-                 bench   run the criterion benchmarks and print a comparison table"
+                 bench   run the criterion benchmarks and print a comparison table\n  \
+                 load    drive `wasmcage serve` with wrk and print throughput, latency, RSS"
             );
             bail!("no task given")
         }
