@@ -446,3 +446,34 @@ async fn the_openapi_document_lists_exactly_the_routes_the_server_answers() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_quick_start_works_as_written() {
+    let s = start(|_| {}).await;
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section = &readme[readme.find("## Serve it").expect("a Serve it section")..];
+    let start_block = section.find("```sh\nID=").expect("the curl block") + 6;
+    let script = &section[start_block..start_block + section[start_block..].find("```").unwrap()];
+    // The same commands, pointed at this test's server instead of port 8000.
+    let script = script.replace("http://127.0.0.1:8000", &s.base);
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(root)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("\"results\":[5]"), "{stdout}");
+    assert!(stdout.contains("\"outcome\":\"completed\""), "{stdout}");
+}
