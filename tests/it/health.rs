@@ -87,3 +87,56 @@ async fn an_exhausted_pool_degrades_health() {
     monitor.register(Arc::new(pool_check("pool_roomy", roomy)));
     assert_eq!(monitor.run_once().await, HealthStatus::Healthy);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_builder_composes_every_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("alerts.toml");
+    std::fs::write(
+        &rules,
+        "[channels.ops]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"\n\
+         [[rules]]\nname = \"CanaryFailing\"\nseverity = \"critical\"\nchannels = [\"ops\"]\n\
+         [rules.condition]\ntype = \"health_failures\"\ncheck = \"canary\"\nconsecutive = 3\n",
+    )
+    .unwrap();
+    let cage = wasmcage::Wasmcage::builder()
+        .monitoring(wasmcage::MonitoringConfig {
+            metrics_addr: Some("127.0.0.1:0".parse().unwrap()),
+            health_addr: None,
+            alert_rules: Some(rules),
+            ..wasmcage::MonitoringConfig::default()
+        })
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(
+        cage.alerting().unwrap().engine().state("CanaryFailing"),
+        Some(wasmcage::alert::RuleState::Inactive)
+    );
+    let addr = cage.monitoring_addrs()[0];
+    let (status, _) = tokio::task::spawn_blocking(move || http_get(addr, "/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let (status, body) = tokio::task::spawn_blocking(move || http_get(addr, "/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("\"canary\""), "{body}");
+    // The canary's executions went through the composed observers into the registry.
+    assert!(cage.metrics().render().contains(r#"module="canary.wat""#));
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[[rules]]\nname = \"X\"\nseverity = \"loud\"\nchannels = []\n[rules.condition]\ntype = \"health_failures\"\ncheck = \"c\"\nconsecutive = 1\n").unwrap();
+    let err = wasmcage::Wasmcage::builder()
+        .monitoring(wasmcage::MonitoringConfig {
+            metrics_addr: None,
+            health_addr: None,
+            alert_rules: Some(bad),
+            ..Default::default()
+        })
+        .start()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("loud"), "{err}");
+}

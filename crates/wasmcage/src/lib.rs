@@ -4,6 +4,32 @@
 //! wrote) in a fresh WebAssembly instance per execution, under limits that the engine
 //! enforces, and get a classified [`ExecutionReport`] for every run.
 //!
+//! [`Wasmcage::builder`] composes everything (with the default features): metrics, tracing,
+//! health checks and alerting, and the endpoints that serve them.
+//!
+//! ```
+//! use wasmcage::{MonitoringConfig, Policy, Profile, Value, Wasmcage};
+//!
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let cage = Wasmcage::builder()
+//!     .policy(Policy::profile(Profile::Strict))
+//!     .monitoring(MonitoringConfig {
+//!         metrics_addr: Some("127.0.0.1:0".parse()?), // /metrics
+//!         health_addr: None,                          // probes on the metrics port too
+//!         ..MonitoringConfig::default()
+//!     })
+//!     .start()
+//!     .await?;
+//! let module = cage.compile("add.wat", br#"(module (func (export "add")
+//!     (param i32 i32) (result i32) (i32.add (local.get 0) (local.get 1))))"#)?;
+//! let out = cage.pool(&module)?.call_async("add", &[Value::I32(2), Value::I32(3)]).await?;
+//! assert_eq!(out.results, [Value::I32(5)]);
+//! assert!(cage.metrics().render().contains("wasmcage_executions_total"));
+//! assert!(cage.health().is_ready());
+//! # Ok(()) }
+//! ```
+//!
 //! This facade re-exports the layers so that most users depend on this one crate:
 //! [`core`] (execution on wasmtime), [`events`] (the vocabulary every layer shares), and,
 //! behind cargo features, `metrics` (Prometheus, feature `metrics`) and `monitoring` (the
@@ -49,6 +75,23 @@ pub use wasmcage_health as health;
 
 #[cfg(feature = "health")]
 pub mod health_checks;
+
+#[cfg(all(
+    feature = "metrics",
+    feature = "tracing",
+    feature = "health",
+    feature = "alert",
+    feature = "monitoring"
+))]
+mod cage;
+#[cfg(all(
+    feature = "metrics",
+    feature = "tracing",
+    feature = "health",
+    feature = "alert",
+    feature = "monitoring"
+))]
+pub use cage::{MonitoringConfig, StartError, Wasmcage, WasmcageBuilder};
 
 pub use wasmcage_core::{
     Access, Clocks, NetRule, NetworkPolicy, Output, Policy, PolicyBuilder, PolicyError, Profile,
