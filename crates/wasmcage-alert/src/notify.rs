@@ -380,16 +380,24 @@ fn notifier(config: &ChannelConfig, client: reqwest::Client) -> Arc<dyn Notifier
     }
 }
 
-/// POSTs JSON and classifies the answer.
+/// A JSON body as bytes.
+fn json_bytes(value: &serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(value).expect("JSON values serialise")
+}
+
+/// POSTs a notification's JSON body, with its idempotency key and any extra headers, and
+/// classifies the answer.
 async fn post(
     client: &reqwest::Client,
     url: &str,
+    n: &Notification,
     body: Vec<u8>,
     headers: &[(&str, String)],
 ) -> Result<(), DeliveryError> {
     let mut request = client
         .post(url)
         .header("content-type", "application/json")
+        .header("idempotency-key", n.idempotency_key.as_str())
         .body(body);
     for (name, value) in headers {
         request = request.header(*name, value);
@@ -473,14 +481,7 @@ pub fn slack_body(n: &Notification) -> serde_json::Value {
 #[async_trait::async_trait]
 impl Notifier for SlackNotifier {
     async fn send(&self, n: &Notification) -> Result<(), DeliveryError> {
-        let body = serde_json::to_vec(&slack_body(n)).expect("JSON values serialise");
-        post(
-            &self.client,
-            &self.url,
-            body,
-            &[("idempotency-key", n.idempotency_key.clone())],
-        )
-        .await
+        post(&self.client, &self.url, n, json_bytes(&slack_body(n)), &[]).await
     }
 }
 
@@ -527,13 +528,13 @@ pub fn sign(secret: &str, body: &[u8]) -> String {
 #[async_trait::async_trait]
 impl Notifier for WebhookNotifier {
     async fn send(&self, n: &Notification) -> Result<(), DeliveryError> {
-        let body = serde_json::to_vec(&webhook_body(n)).expect("JSON values serialise");
-        let mut headers: Vec<(&str, String)> = vec![("idempotency-key", n.idempotency_key.clone())];
+        let body = json_bytes(&webhook_body(n));
+        let mut headers: Vec<(&str, String)> = Vec::new();
         if let Some(secret) = &self.secret {
             headers.push(("x-wasmcage-signature", sign(secret, &body)));
         }
         headers.extend(self.headers.iter().map(|(k, v)| (k.as_str(), v.clone())));
-        post(&self.client, &self.url, body, &headers).await
+        post(&self.client, &self.url, n, body, &headers).await
     }
 }
 
@@ -560,12 +561,12 @@ pub fn alertmanager_body(n: &Notification) -> serde_json::Value {
 #[async_trait::async_trait]
 impl Notifier for AlertmanagerNotifier {
     async fn send(&self, n: &Notification) -> Result<(), DeliveryError> {
-        let body = serde_json::to_vec(&alertmanager_body(n)).expect("JSON values serialise");
         post(
             &self.client,
             &self.url,
-            body,
-            &[("idempotency-key", n.idempotency_key.clone())],
+            n,
+            json_bytes(&alertmanager_body(n)),
+            &[],
         )
         .await
     }

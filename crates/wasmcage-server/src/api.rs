@@ -266,27 +266,27 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<JsonRejection> for ApiError {
-    fn from(r: JsonRejection) -> Self {
-        let status = r.status();
+impl ApiError {
+    /// A body the extractor refused: too large, or else malformed (`code`).
+    fn rejected(status: StatusCode, code: &'static str, text: String) -> Self {
         let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
             "body_too_large"
         } else {
-            "bad_json"
+            code
         };
-        ApiError::new(status, code, r.body_text())
+        ApiError::new(status, code, text)
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        ApiError::rejected(r.status(), "bad_json", r.body_text())
     }
 }
 
 impl From<BytesRejection> for ApiError {
     fn from(r: BytesRejection) -> Self {
-        let status = r.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "body_too_large"
-        } else {
-            "bad_body"
-        };
-        ApiError::new(status, code, r.body_text())
+        ApiError::rejected(r.status(), "bad_body", r.body_text())
     }
 }
 
