@@ -4,6 +4,7 @@ mod alerting;
 mod cache;
 mod common;
 mod health;
+mod hostile;
 mod limits;
 mod metrics;
 mod outcomes;

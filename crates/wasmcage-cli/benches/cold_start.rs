@@ -39,9 +39,10 @@ fn cold_start(c: &mut Criterion) {
     let run = |cache_args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_wasmcage"))
             .arg("run")
-            .arg(&module)
             .args(cache_args)
-            .args(["--invoke", "f0", "1"])
+            .args(["--invoke", "f0"])
+            .arg(&module)
+            .arg("1")
             .output()
             .unwrap();
         assert!(

@@ -22,6 +22,17 @@ fn parse_dir(text: &str) -> Result<DirGrant, String> {
     text.parse()
 }
 
+/// A disk limit, or `None` for no limit; a newtype for the same reason as [`Fuel`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Disk(Option<u64>);
+
+fn parse_disk(text: &str) -> Result<Disk, String> {
+    match text.trim() {
+        "none" | "unlimited" => Ok(Disk(None)),
+        size => parse_size(size).map(|s| Disk(Some(s))),
+    }
+}
+
 /// The effective policy: the profile, then the policy file, then the flags.
 pub(crate) fn effective_policy(
     profile: Option<Profile>,
@@ -49,6 +60,9 @@ pub(crate) fn effective_policy(
     if let Some(max) = args.max_output {
         limits.max_stdout_bytes = max;
         limits.max_stderr_bytes = max;
+    }
+    if let Some(disk) = args.disk {
+        limits.disk_bytes = disk.0;
     }
     let mut builder = base.to_builder().limits(limits);
     for dir in &args.dirs {
@@ -95,14 +109,22 @@ pub mod status {
 /// 130 timeout, 131 memory limit, 132 stack overflow.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// The module to run: a `.wasm` binary or `.wat` text file.
-    module: PathBuf,
-
-    /// Guest arguments for a command, or the typed values for `--invoke` (read according
-    /// to the export's parameter types). Options may come before or after them; put `--`
-    /// before guest arguments that start with `-`.
-    #[arg(allow_negative_numbers = true, value_name = "ARGS")]
-    args: Vec<String>,
+    /// The module to run (a `.wasm` binary or `.wat` text file), then the guest's
+    /// arguments for a command, or the typed values for `--invoke` (read according to the
+    /// export's parameter types).
+    ///
+    /// Everything after the module belongs to the guest, options included, as with
+    /// `wasmtime run`: `wasmcage run prog.wasm --dir /` hands `--dir /` to the guest and
+    /// grants nothing. wasmcage's own options go before the module. A `--` right after the
+    /// module is dropped, so `wasmcage run prog.wasm -- --flag` still works.
+    #[arg(
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "MODULE [ARGS]..."
+    )]
+    command: Vec<String>,
 
     /// Call this export with the values given as ARGS and print its results, one per line,
     /// instead of running `_start` as a WASI command.
@@ -155,6 +177,17 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE", default_value = "512KiB", value_parser = parse_size)]
     stack: u64,
 
+    /// The most bytes the guest may write to files in granted and scratch directories,
+    /// e.g. `64MiB`, or `none`; a write past it fails with `ENOSPC`. Default: the
+    /// profile's or policy's, else 64MiB.
+    #[arg(long, value_name = "SIZE", value_parser = parse_disk)]
+    disk: Option<Disk>,
+
+    /// The most stdin read and handed to the guest, e.g. `16MiB`; more is an error and
+    /// nothing runs.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+    max_stdin: u64,
+
     /// Write the execution report as JSON to this file, or `-` for stderr.
     #[arg(long, value_name = "PATH")]
     report: Option<String>,
@@ -198,6 +231,22 @@ pub fn main(args: RunArgs) -> ExitCode {
     }
 }
 
+impl RunArgs {
+    /// The module's path: the first word of the command.
+    fn module(&self) -> &std::path::Path {
+        std::path::Path::new(&self.command[0])
+    }
+
+    /// The guest's arguments: everything after the module, less a leading `--`.
+    fn guest_args(&self) -> &[String] {
+        let rest = &self.command[1..];
+        match rest.first() {
+            Some(first) if first == "--" => &rest[1..],
+            _ => rest,
+        }
+    }
+}
+
 fn run(args: &RunArgs) -> Result<ExitCode> {
     let config = EngineConfig {
         max_wasm_stack: usize::try_from(args.stack).context("--stack is too large")?,
@@ -224,13 +273,13 @@ fn run(args: &RunArgs) -> Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
-    let module = engine.compile_file(&args.module)?;
+    let module = engine.compile_file(args.module())?;
     let policy = effective_policy(args.profile, args.policy.as_deref(), Some(args))?;
     let sandbox = Sandbox::builder(&engine).policy(policy).build()?;
 
     let report = match &args.invoke {
         Some(export) => {
-            let values = typed_values(&module, export, &args.args)?;
+            let values = typed_values(&module, export, args.guest_args())?;
             let out = sandbox.call(&module, export, &values)?;
             let mut stdout = std::io::stdout().lock();
             for value in &out.results {
@@ -239,11 +288,11 @@ fn run(args: &RunArgs) -> Result<ExitCode> {
             out.report
         }
         None => {
-            let stdin = read_stdin()?;
+            let stdin = read_stdin(args.max_stdin)?;
             let out = sandbox.run_command(
                 &module,
                 CommandInput {
-                    args: args.args.clone(),
+                    args: args.guest_args().to_vec(),
                     stdin,
                 },
             )?;
@@ -282,12 +331,22 @@ fn typed_values(module: &wasmcage::Module, export: &str, texts: &[String]) -> Re
 }
 
 /// The guest's stdin: ours when it is redirected, nothing when it is a terminal (so that a
-/// guest never waits on a person who does not know it is reading).
-fn read_stdin() -> Result<Vec<u8>> {
-    let mut stdin = std::io::stdin();
+/// guest never waits on a person who does not know it is reading). More than `max` bytes is
+/// an error: the guest would get it all in memory, so it is refused before it is held.
+fn read_stdin(max: u64) -> Result<Vec<u8>> {
+    let stdin = std::io::stdin();
     let mut bytes = Vec::new();
     if !stdin.is_terminal() {
-        stdin.read_to_end(&mut bytes).context("cannot read stdin")?;
+        stdin
+            .lock()
+            .take(max.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .context("cannot read stdin")?;
+        if bytes.len() as u64 > max {
+            anyhow::bail!(
+                "stdin is larger than {max} bytes; raise --max-stdin to hand the guest more"
+            );
+        }
     }
     Ok(bytes)
 }
@@ -347,6 +406,10 @@ fn conclude(report: &ExecutionReport, args: &RunArgs, limits: &wasmcage::Limits)
                 "the guest exhausted its {}-byte stack; raise --stack to allow deeper recursion",
                 args.stack
             ),
+        ),
+        Outcome::Cancelled => say(
+            status::TRAP,
+            "the execution was cancelled before the guest finished".to_owned(),
         ),
         Outcome::Trap(kind) => say(
             status::TRAP,

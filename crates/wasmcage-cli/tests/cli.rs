@@ -49,7 +49,7 @@ fn runs_the_example_command_with_stdin() {
 fn invokes_an_export_with_typed_values() {
     let add = examples().join("add.wat");
     let out = wasmcage(
-        &["run", add.to_str().unwrap(), "--invoke", "add", "40", "-2"],
+        &["run", "--invoke", "add", add.to_str().unwrap(), "40", "-2"],
         b"",
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -66,11 +66,11 @@ fn writes_the_report_as_json() {
     let out = wasmcage(
         &[
             "run",
-            &module,
             "--invoke",
             "f",
             "--report",
             report.to_str().unwrap(),
+            &module,
         ],
         b"",
     );
@@ -98,13 +98,13 @@ fn report_to_stderr_with_dash() {
     let out = wasmcage(
         &[
             "run",
-            add.to_str().unwrap(),
             "--invoke",
             "add",
-            "1",
-            "1",
             "--report",
             "-",
+            add.to_str().unwrap(),
+            "1",
+            "1",
         ],
         b"",
     );
@@ -117,11 +117,24 @@ fn report_to_stderr_with_dash() {
     assert_eq!(report.outcome, wasmcage::Outcome::Completed);
 }
 
-/// (module text, extra options, expected status, words the message must contain)
+/// (module text, options and then guest arguments, expected status, words the message must
+/// contain). The module goes before the first word that is not an option or its value
+/// (`@` marks where, when guest arguments follow).
 fn check_status(module: &str, options: &[&str], status: i32, says: &str) {
     let (_dir, path) = write_module("m.wat", module);
-    let mut args = vec!["run", path.as_str()];
-    args.extend_from_slice(options);
+    let mut args = vec!["run"];
+    let at = options.iter().position(|o| *o == "@");
+    match at {
+        Some(i) => {
+            args.extend_from_slice(&options[..i]);
+            args.push(path.as_str());
+            args.extend_from_slice(&options[i + 1..]);
+        }
+        None => {
+            args.extend_from_slice(options);
+            args.push(path.as_str());
+        }
+    }
     let out = wasmcage(&args, b"");
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(status), "{args:?}: {stderr}");
@@ -188,7 +201,7 @@ fn host_errors_are_status_126_with_a_reason() {
     );
     check_status(
         r#"(module (func (export "f") (param i32)))"#,
-        &["--invoke", "f", "x"],
+        &["--invoke", "f", "@", "x"],
         126,
         "cannot read \"x\" as i32",
     );
@@ -215,7 +228,7 @@ fn truncated_output_is_reported() {
             (br_if $l (i32.lt_u (local.get $i) (i32.const 100))))))"#;
     let (_dir, path) = write_module("flood.wat", flood);
     let out = wasmcage(
-        &["run", &path, "--max-output", "5000", "--report", "-"],
+        &["run", "--max-output", "5000", "--report", "-", &path],
         b"",
     );
     assert_eq!(out.status.code(), Some(0));
@@ -234,11 +247,11 @@ fn a_second_run_loads_the_module_from_the_disk_cache() {
         wasmcage(
             &[
                 "run",
-                add.to_str().unwrap(),
                 "--cache-dir",
                 dir,
                 "--invoke",
                 "add",
+                add.to_str().unwrap(),
                 "2",
                 "3",
             ],
@@ -265,10 +278,10 @@ fn a_second_run_loads_the_module_from_the_disk_cache() {
     let out = wasmcage(
         &[
             "run",
-            add.to_str().unwrap(),
             "--no-cache",
             "--invoke",
             "add",
+            add.to_str().unwrap(),
             "1",
             "1",
         ],
@@ -284,11 +297,11 @@ fn an_unusable_cache_directory_only_warns() {
     let out = wasmcage(
         &[
             "run",
-            add.to_str().unwrap(),
             "--cache-dir",
             file.path().to_str().unwrap(),
             "--invoke",
             "add",
+            add.to_str().unwrap(),
             "1",
             "2",
         ],
@@ -324,7 +337,7 @@ fn dir_grants_reach_the_guest_and_nothing_else_does() {
     std::fs::create_dir(&data).unwrap();
     std::fs::write(data.join("in.txt"), "from the host").unwrap();
     let grant = format!("{}::/data:ro", data.display());
-    let out = wasmcage(&["run", &module, "--dir", &grant], b"");
+    let out = wasmcage(&["run", "--dir", &grant, &module], b"");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "from the host");
     // Without the grant there is no fd 3: the guest exits with EBADF (8).
@@ -352,7 +365,7 @@ fn profiles_and_policy_files_compose_with_flags() {
     let (dir, module) = write_module("spin.wat", spin);
     let policy = dir.path().join("policy.toml");
     std::fs::write(&policy, "profile = \"strict\"\n[limits]\nfuel = 5000\n").unwrap();
-    let out = wasmcage(&["run", &module, "--policy", policy.to_str().unwrap()], b"");
+    let out = wasmcage(&["run", "--policy", policy.to_str().unwrap(), &module], b"");
     assert_eq!(out.status.code(), Some(129), "{}", text(&out.stderr));
     check_status(spin, &["--profile", "lax"], 126, "unknown profile");
     check_status(
@@ -404,6 +417,41 @@ fn policy_check_prints_the_effective_policy_or_the_mistake() {
     assert_eq!(out.status.code(), Some(126));
     assert!(
         text(&out.stderr).contains("limits.timeout: must be longer than zero"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Everything after the module belongs to the guest: options there are the guest's
+/// arguments and never wasmcage's (they once granted the host root and removed the fuel
+/// limit). A `--` right after the module is dropped.
+#[test]
+fn options_after_the_module_are_the_guests() {
+    let (dir, module) = write_module(
+        "argc.wat",
+        r#"(module
+          (import "wasi_snapshot_preview1" "args_sizes_get" (func $sizes (param i32 i32) (result i32)))
+          (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+          (memory (export "memory") 1)
+          (func (export "_start")
+            (drop (call $sizes (i32.const 0) (i32.const 4)))
+            (call $exit (i32.load (i32.const 0)))))"#,
+    );
+    let host = dir.path().to_str().unwrap();
+    let grant = format!("{host}::/host");
+    // argv is the module's name and the four words after it.
+    let out = wasmcage(
+        &["run", &module, "script.py", "--dir", &grant, "--fuel"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    let out = wasmcage(&["run", &module, "--", "--fuel", "none"], b"");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    // Stdin past --max-stdin is refused before the guest runs.
+    let out = wasmcage(&["run", "--max-stdin", "4", &module], b"12345");
+    assert_eq!(out.status.code(), Some(126));
+    assert!(
+        text(&out.stderr).contains("--max-stdin"),
         "{}",
         text(&out.stderr)
     );

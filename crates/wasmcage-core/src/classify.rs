@@ -24,6 +24,12 @@ pub(crate) fn classify(err: &wasmtime::Error) -> Classified {
         };
     }
     let message = Some(chain(err));
+    if err.downcast_ref::<crate::store::Cancelled>().is_some() {
+        return Classified {
+            outcome: Outcome::Cancelled,
+            message,
+        };
+    }
     if let Some(breach) = err.downcast_ref::<LimitBreach>() {
         let outcome = match breach.kind {
             LimitKind::Memory => Outcome::MemoryLimit,

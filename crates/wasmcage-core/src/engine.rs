@@ -9,7 +9,8 @@ use wasmtime::{InstanceAllocationStrategy, Linker, PoolingAllocationConfig};
 
 use crate::cache::{CacheConfig, CacheStats, ModuleCache};
 use crate::module::{Compiled, Module};
-use crate::sandbox::StoreState;
+use crate::precheck::CompileLimits;
+use crate::store::StoreState;
 use crate::{Error, wasi_guard};
 
 /// How the engine is built. The defaults suit untrusted code; see each field.
@@ -31,6 +32,9 @@ pub struct EngineConfig {
     /// and reused, with copy-on-write memory images, so that instantiation costs
     /// microseconds. `None` allocates every instance on demand.
     pub pooling: Option<PoolingConfig>,
+    /// What the engine agrees to compile; a module beyond these bounds is refused before
+    /// any compiling with [`Error::ModuleTooLarge`].
+    pub compile_limits: CompileLimits,
 }
 
 /// Sizes of the pooling allocator's slots, fixed when the engine is made.
@@ -73,6 +77,7 @@ impl Default for EngineConfig {
             parallel_compilation: true,
             cache: CacheConfig::default(),
             pooling: Some(PoolingConfig::default()),
+            compile_limits: CompileLimits::default(),
         }
     }
 }
@@ -138,14 +143,10 @@ impl Engine {
         })?;
 
         let mut linker = Linker::new(&wasmtime);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut StoreState| {
-            // Modules that import WASI always get a context (see `Sandbox::execute`), so
-            // this projection only runs when one exists.
-            s.wasi
-                .as_mut()
-                .expect("a WASI context exists for modules that import WASI")
-        })
-        .map_err(|e| Error::Internal(format!("cannot link WASI: {e}")))?;
+        // Modules that import WASI get their context before instantiation; `wasi()` still
+        // answers with an empty, grant-nothing context rather than panic should one be absent.
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, StoreState::wasi)
+            .map_err(|e| Error::Internal(format!("cannot link WASI: {e}")))?;
         wasi_guard::install(&mut linker)
             .map_err(|e| Error::Internal(format!("cannot install the WASI guard: {e}")))?;
 
@@ -194,7 +195,19 @@ impl Engine {
             name: name.to_owned(),
             reason,
         };
+        let limits = &self.inner.config.compile_limits;
+        if bytes.len() as u64 > limits.max_module_bytes {
+            return Err(Error::ModuleTooLarge {
+                name: name.to_owned(),
+                what: format!(
+                    "the module is {} bytes; the most this engine compiles is {}",
+                    bytes.len(),
+                    limits.max_module_bytes
+                ),
+            });
+        }
         let binary = wat::parse_bytes(bytes).map_err(|e| invalid(e.to_string()))?;
+        let scan = crate::precheck::scan(name, &binary, limits)?;
         let hash = ModuleHash(Sha256::digest(&binary).into());
         let info = ModuleInfo::new(name, hash);
         let inner = &*self.inner;
@@ -204,7 +217,9 @@ impl Engine {
         let cached = inner
             .cache
             .get(&info, &inner.wasmtime, &*inner.observer, |module| {
-                Compiled::new(module, info.clone(), size).ok().map(Arc::new)
+                Compiled::new(module, info.clone(), size, scan)
+                    .ok()
+                    .map(Arc::new)
             });
         if let Some(compiled) = cached {
             return Ok(Module::new(self, info, compiled));
@@ -218,7 +233,7 @@ impl Engine {
             duration: start.elapsed(),
         };
         inner.observer.on_event(&Event::ModuleCompiled(&event));
-        let compiled = Arc::new(Compiled::new(module, info.clone(), size)?);
+        let compiled = Arc::new(Compiled::new(module, info.clone(), size, scan)?);
         inner.cache.put(&info, compiled.clone(), &*inner.observer);
         Ok(Module::new(self, info, compiled))
     }
@@ -249,11 +264,21 @@ fn spawn_epoch_ticker(engine: &wasmtime::Engine, tick: Duration) {
     let spawned = std::thread::Builder::new()
         .name("wasmcage-epoch".into())
         .spawn(move || {
+            // The epoch follows the clock, not the number of wake-ups: on a loaded machine
+            // this thread wakes late, and ticking once per wake-up would stretch every
+            // timeout by the load factor. Each wake-up advances the epoch by the ticks that
+            // really elapsed.
+            let zero = Instant::now();
+            let mut epoch: u128 = 0;
             loop {
                 std::thread::sleep(tick);
-                match weak.upgrade() {
-                    Some(engine) => engine.increment_epoch(),
-                    None => break,
+                let Some(engine) = weak.upgrade() else {
+                    break;
+                };
+                let due = zero.elapsed().as_nanos() / tick.as_nanos().max(1);
+                while epoch < due {
+                    engine.increment_epoch();
+                    epoch += 1;
                 }
             }
         });

@@ -106,6 +106,19 @@ pub enum Error {
         /// How long the execution waited.
         waited: std::time::Duration,
     },
+    /// The module is well-formed but larger than the engine agrees to compile (see
+    /// `CompileLimits`); nothing was compiled.
+    #[error("module `{name}` is too large to compile: {what}")]
+    ModuleTooLarge {
+        /// The name the module was offered under.
+        name: String,
+        /// Which bound it exceeds.
+        what: String,
+    },
+    /// The host has no capacity for another execution right now (every instance slot of the
+    /// engine is in use). Nothing of the guest ran; retry later.
+    #[error("no capacity for another execution: {0}")]
+    Capacity(String),
     /// The engine or sandbox configuration is inconsistent.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -25,12 +25,15 @@ mod cache;
 mod classify;
 mod engine;
 mod error;
+mod execution;
 mod grants;
 mod limits;
 mod module;
 mod output;
 mod pool;
+mod precheck;
 mod sandbox;
+mod store;
 mod value;
 mod wasi_guard;
 
@@ -40,6 +43,7 @@ pub use error::Error;
 pub use limits::Limits;
 pub use module::{ExportInfo, Module};
 pub use pool::{OnExhausted, PoolConfig, PoolStats, WarmPool};
+pub use precheck::CompileLimits;
 pub use sandbox::{CallOutput, CommandInput, CommandOutput, Sandbox, SandboxBuilder};
 pub use value::{Value, ValueType};
 pub use wasmcage_events::{

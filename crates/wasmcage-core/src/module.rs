@@ -5,7 +5,8 @@ use std::sync::{Arc, OnceLock};
 use wasmcage_events::ModuleInfo;
 use wasmtime::{ExternType, FuncType, InstancePre};
 
-use crate::sandbox::StoreState;
+use crate::precheck::Scan;
+use crate::store::StoreState;
 use crate::{Engine, Error, ValueType};
 
 /// The name of the WASI preview 1 import module.
@@ -29,6 +30,7 @@ pub(crate) struct Compiled {
     pub(crate) info: ModuleInfo,
     pub(crate) size_bytes: u64,
     imports_wasi: bool,
+    has_start: bool,
     pre: OnceLock<InstancePre<StoreState>>,
 }
 
@@ -38,6 +40,7 @@ impl Compiled {
         module: wasmtime::Module,
         info: ModuleInfo,
         size_bytes: u64,
+        scan: Scan,
     ) -> Result<Self, Error> {
         let mut imports_wasi = false;
         for import in module.imports() {
@@ -56,6 +59,7 @@ impl Compiled {
             info,
             size_bytes,
             imports_wasi,
+            has_start: scan.has_start,
             pre: OnceLock::new(),
         })
     }
@@ -118,6 +122,11 @@ impl Module {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Whether the module has a start function: guest code that runs at instantiation.
+    pub(crate) fn has_start(&self) -> bool {
+        self.compiled.has_start
     }
 
     pub(crate) fn engine(&self) -> &Engine {

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 use wasmcage_events::{Event, PoolEvent, PoolEventKind, TraceParent};
 use wasmtime::{Instance, Store};
 
-use crate::sandbox::{Assigned, Plan, StoreState};
+use crate::execution::{Assigned, Execution, Finished};
+use crate::sandbox::{Plan, blocking};
+use crate::store::StoreState;
 use crate::{CallOutput, CommandInput, CommandOutput, Error, Module, Sandbox, Value};
 
 /// What a pool does when every slot is in use.
@@ -218,13 +220,32 @@ impl WarmPool {
     /// [`WarmPool::call`] for async callers, on tokio's blocking pool.
     pub async fn call_async(&self, export: &str, args: &[Value]) -> Result<CallOutput, Error> {
         let (pool, export, args) = (self.clone(), export.to_owned(), args.to_vec());
-        crate::sandbox::join(tokio::task::spawn_blocking(move || pool.call(&export, &args)).await)
+        blocking(move |cancel| {
+            let mut plan = Plan::call(&pool.inner.module, &export, &args)?;
+            plan.cancel = Some(cancel);
+            let done = pool.inner.execute(plan)?;
+            Ok(CallOutput {
+                results: done.results,
+                report: done.report,
+            })
+        })
+        .await
     }
 
     /// [`WarmPool::run_command`] for async callers, on tokio's blocking pool.
     pub async fn run_command_async(&self, input: CommandInput) -> Result<CommandOutput, Error> {
         let pool = self.clone();
-        crate::sandbox::join(tokio::task::spawn_blocking(move || pool.run_command(input)).await)
+        blocking(move |cancel| {
+            let mut plan = Plan::command(&pool.inner.module, input)?;
+            plan.cancel = Some(cancel);
+            let done = pool.inner.execute(plan)?;
+            Ok(CommandOutput {
+                stdout: done.stdout,
+                stderr: done.stderr,
+                report: done.report,
+            })
+        })
+        .await
     }
 }
 
@@ -270,12 +291,25 @@ impl PoolInner {
         self.sandbox.observer().on_event(&Event::Pool(&event));
     }
 
-    /// Instantiates one ready instance; `false` if the module cannot be instantiated ahead
-    /// (its start function traps, say): those executions will run cold and be classified.
+    /// Instantiates one ready instance; `false` if the module is not instantiated ahead.
+    ///
+    /// A module with a start function never is: its start function is guest code that may
+    /// call WASI, burn fuel or loop, so it runs inside the execution, under that execution's
+    /// grants, fuel and deadline. Those executions run cold. So do the executions of a module
+    /// whose instantiation fails (they are classified then), and a refill that finds no free
+    /// instance slot simply leaves the pool short.
     fn refill_one(&self) -> Result<bool, Error> {
-        let mut store = self.sandbox.new_store(&self.module)?;
+        if self.module.has_start() {
+            return Ok(false);
+        }
+        let mut store = self.sandbox.empty_store(None);
+        self.sandbox.arm(&mut store, Instant::now())?;
         let (instance, instantiate_duration) =
-            self.sandbox.instantiate(&self.module, &mut store)?;
+            match self.sandbox.instantiate(&self.module, &mut store) {
+                Ok(made) => made,
+                Err(Error::Capacity(_)) => return Ok(false),
+                Err(e) => return Err(e),
+            };
         match instance {
             Ok(instance) => {
                 let mut ready = lock(&self.ready);
@@ -330,53 +364,63 @@ impl PoolInner {
         Ok(Slot(self))
     }
 
-    fn execute(&self, plan: Plan<'_>) -> Result<crate::sandbox::Finished, Error> {
+    fn execute(&self, plan: Plan<'_>) -> Result<Finished, Error> {
         let asked = Instant::now();
         self.module.instance_pre()?;
         let _slot = self.acquire_slot(asked)?;
-        let (context, started) = self.sandbox.start(&self.module, &plan);
+        let execution = Execution::begin(&self.sandbox, &self.module, &plan);
         let popped = {
             let mut ready = lock(&self.ready);
             let popped = ready.pop();
             self.available.store(ready.len(), Ordering::Relaxed);
             popped
         };
-        let (assigned, warm) = match popped {
-            Some(ready) => (
-                Assigned {
-                    store: ready.store,
-                    instance: Ok(ready.instance),
-                    instantiate_duration: ready.instantiate_duration,
-                },
-                true,
-            ),
-            None => {
-                let mut store = self.sandbox.new_store(&self.module)?;
-                let (instance, instantiate_duration) =
-                    self.sandbox.instantiate(&self.module, &mut store)?;
-                (
-                    Assigned {
-                        store,
-                        instance,
-                        instantiate_duration,
-                    },
-                    false,
-                )
-            }
+        let warm = popped.is_some();
+        let assigned = match popped {
+            Some(ready) => self.assign_warm(ready, &plan, &execution),
+            None => self
+                .sandbox
+                .cold(&self.module, &plan, execution.context, execution.started),
         };
         let counter = if warm { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);
-        let instantiate = if warm {
-            Duration::ZERO
-        } else {
-            assigned.instantiate_duration
+        let instantiate = match (&assigned, warm) {
+            (Ok((a, _)), false) => a.instantiate_duration,
+            _ => Duration::ZERO,
         };
         self.emit(PoolEventKind::Assigned {
             warm,
             wait: asked.elapsed(),
             instantiate,
         });
-        self.sandbox
-            .finish(&self.module, plan, assigned, context, started)
+        match assigned {
+            Ok((assigned, io)) => Ok(execution.run(plan, assigned, io)),
+            Err(e) => Err(execution.fail(e)),
+        }
+    }
+
+    /// Hands a ready instance to an execution: armed afresh (its fuel and deadline count
+    /// from now) and given the execution's WASI context.
+    fn assign_warm(
+        &self,
+        ready: Ready,
+        plan: &Plan<'_>,
+        execution: &Execution<'_>,
+    ) -> Result<(Assigned, crate::store::Io), Error> {
+        let mut store = ready.store;
+        store.data_mut().cancel = plan.cancel.clone();
+        let fuel_given = self.sandbox.arm(&mut store, execution.started)?;
+        let io = self
+            .sandbox
+            .prepare(&mut store, &self.module, plan, execution.context)?;
+        Ok((
+            Assigned {
+                store,
+                instance: Ok(ready.instance),
+                instantiate_duration: ready.instantiate_duration,
+                fuel_given,
+            },
+            io,
+        ))
     }
 }

@@ -3,33 +3,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmcage_events::{
-    Event, ExecutionContext, ExecutionId, ExecutionKind, ExecutionReport, ExecutionStart,
-    InstantiateEvent, LimitKind, Outcome, SandboxId, SecurityAction, SecurityEvent,
-    SecurityEventKind, TraceParent, TrapKind,
-};
-use wasmtime::{Instance, Store, UpdateDeadline, Val};
-use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmcage_events::{ExecutionContext, ExecutionKind, ExecutionReport, SandboxId, TraceParent};
+use wasmtime::{Instance, Store, Val};
 
-use crate::classify::classify;
-use crate::limits::{LimitBreach, Limiter};
-use crate::output::BoundedOutput;
+use crate::execution::{Assigned, Execution, Finished};
+use crate::store::{CancelFlag, Io, StoreState};
 use crate::{Engine, Error, Limits, Module, Policy, Value, ValueType};
-
-/// The per-execution state wasmtime keeps in each store.
-pub(crate) struct StoreState {
-    pub(crate) limiter: Limiter,
-    pub(crate) wasi: Option<WasiP1Ctx>,
-    /// When the WASI context was created: the zero of its monotonic clock.
-    pub(crate) wasi_clock_start: Instant,
-    pub(crate) deadline: Instant,
-    pub(crate) timeout: Duration,
-    /// The ids of the execution running in this store, for host functions that log or
-    /// trace; `None` while a pooled instance waits for its execution.
-    pub(crate) context: Option<ExecutionContext>,
-    /// Where the WASI guards report denials; set with the WASI context.
-    pub(crate) guard: Option<crate::wasi_guard::Guard>,
-}
 
 /// Input for a WASI command.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -133,12 +112,14 @@ struct SandboxInner {
 
 /// What the shared execution path needs to know about one execution.
 pub(crate) struct Plan<'a> {
-    kind: ExecutionKind,
-    entry: &'a str,
-    params: Vec<Val>,
-    results: usize,
-    command: Option<CommandInput>,
+    pub(crate) kind: ExecutionKind,
+    pub(crate) entry: &'a str,
+    pub(crate) params: Vec<Val>,
+    pub(crate) results: usize,
+    pub(crate) command: Option<CommandInput>,
     pub(crate) trace: Option<TraceParent>,
+    /// Set by the caller to stop the execution; see [`CancelOnDrop`].
+    pub(crate) cancel: Option<CancelFlag>,
 }
 
 impl<'a> Plan<'a> {
@@ -172,6 +153,7 @@ impl<'a> Plan<'a> {
             results: ty.results().len(),
             command: None,
             trace: None,
+            cancel: None,
         })
     }
 
@@ -192,22 +174,9 @@ impl<'a> Plan<'a> {
             results: 0,
             command: Some(input),
             trace: None,
+            cancel: None,
         })
     }
-}
-
-/// An instantiated store handed to one execution, by a pool or made on the spot.
-pub(crate) struct Assigned {
-    pub(crate) store: Store<StoreState>,
-    pub(crate) instance: Result<Instance, wasmtime::Error>,
-    pub(crate) instantiate_duration: Duration,
-}
-
-pub(crate) struct Finished {
-    pub(crate) results: Vec<Value>,
-    pub(crate) stdout: Vec<u8>,
-    pub(crate) stderr: Vec<u8>,
-    pub(crate) report: ExecutionReport,
 }
 
 impl Sandbox {
@@ -295,6 +264,9 @@ impl Sandbox {
 
     /// [`Sandbox::call`] for async callers: the execution runs on tokio's blocking pool, so
     /// the runtime's workers are never blocked by a guest.
+    ///
+    /// Dropping the future (a request that timed out, a client that went away) cancels the
+    /// execution: the guest is stopped within milliseconds and its report says `cancelled`.
     pub async fn call_async(
         &self,
         module: &Module,
@@ -307,7 +279,16 @@ impl Sandbox {
             export.to_owned(),
             args.to_vec(),
         );
-        join(tokio::task::spawn_blocking(move || sandbox.call(&module, &export, &args)).await)
+        blocking(move |cancel| {
+            let mut plan = Plan::call(&module, &export, &args)?;
+            plan.cancel = Some(cancel);
+            let done = sandbox.execute(&module, plan)?;
+            Ok(CallOutput {
+                results: done.results,
+                report: done.report,
+            })
+        })
+        .await
     }
 
     /// [`Sandbox::run_command`] for async callers; see [`Sandbox::call_async`].
@@ -317,41 +298,81 @@ impl Sandbox {
         input: CommandInput,
     ) -> Result<CommandOutput, Error> {
         let (sandbox, module) = (self.clone(), module.clone());
-        join(tokio::task::spawn_blocking(move || sandbox.run_command(&module, input)).await)
+        blocking(move |cancel| {
+            let mut plan = Plan::command(&module, input)?;
+            plan.cancel = Some(cancel);
+            let done = sandbox.execute(&module, plan)?;
+            Ok(CommandOutput {
+                stdout: done.stdout,
+                stderr: done.stderr,
+                report: done.report,
+            })
+        })
+        .await
     }
 
     /// The one execution path for a sandbox without a pool: a fresh store and instance.
-    fn execute(&self, module: &Module, plan: Plan<'_>) -> Result<Finished, Error> {
-        // Everything that can fail as a host error is checked before the execution starts,
-        // so that every ExecutionStarted event is followed by its ExecutionFinished.
+    pub(crate) fn execute(&self, module: &Module, plan: Plan<'_>) -> Result<Finished, Error> {
+        // What can fail as the caller's error is checked before the execution starts.
         self.check_engine(module)?;
         module.instance_pre()?;
-        let (context, started) = self.start(module, &plan);
-        let mut store = self.new_store(module)?;
-        let (instance, duration) = self.instantiate(module, &mut store)?;
-        let assigned = Assigned {
-            store,
-            instance,
-            instantiate_duration: duration,
-        };
-        self.finish(module, plan, assigned, context, started)
+        let execution = Execution::begin(self, module, &plan);
+        match self.cold(module, &plan, execution.context, execution.started) {
+            Ok((assigned, io)) => Ok(execution.run(plan, assigned, io)),
+            Err(e) => Err(execution.fail(e)),
+        }
     }
 
-    /// Gives the execution its ids and tells the observers it is starting.
-    pub(crate) fn start(&self, module: &Module, plan: &Plan<'_>) -> (ExecutionContext, Instant) {
-        let context = ExecutionContext {
-            execution_id: ExecutionId::next(),
-            sandbox_id: self.inner.id,
-            trace: plan.trace,
-        };
-        let start = ExecutionStart {
-            context,
-            module: module.info().clone(),
-            kind: plan.kind,
-            entry: plan.entry.to_owned(),
-        };
-        self.observer().on_event(&Event::ExecutionStarted(&start));
-        (context, Instant::now())
+    /// A fresh store, armed and given its WASI context, then instantiated: the start
+    /// function (if any) runs under the execution's own fuel, deadline and grants.
+    pub(crate) fn cold(
+        &self,
+        module: &Module,
+        plan: &Plan<'_>,
+        context: ExecutionContext,
+        started: Instant,
+    ) -> Result<(Assigned, Io), Error> {
+        let mut store = self.empty_store(plan.cancel.clone());
+        let fuel_given = self.arm(&mut store, started)?;
+        let io = self.prepare(&mut store, module, plan, context)?;
+        let (instance, instantiate_duration) = self.instantiate(module, &mut store)?;
+        Ok((
+            Assigned {
+                store,
+                instance,
+                instantiate_duration,
+                fuel_given,
+            },
+            io,
+        ))
+    }
+
+    /// Makes a store's instance ready for one execution: its ids and, for a module that
+    /// imports WASI, its WASI context.
+    pub(crate) fn prepare(
+        &self,
+        store: &mut Store<StoreState>,
+        module: &Module,
+        plan: &Plan<'_>,
+        context: ExecutionContext,
+    ) -> Result<Io, Error> {
+        let io = Io::new(&self.inner.policy);
+        store.data_mut().context = Some(context);
+        store.data_mut().cancel = plan.cancel.clone();
+        if module.imports_wasi() {
+            let guard = crate::wasi_guard::Guard {
+                observer: self.inner.engine.inner().observer.clone(),
+                module: module.info().clone(),
+                execution_id: context.execution_id,
+            };
+            let input = plan.command.clone().unwrap_or_default();
+            crate::store::attach_wasi(store, &self.inner.policy, module, input, &io, guard)?;
+        }
+        Ok(io)
+    }
+
+    pub(crate) fn max_wasm_stack(&self) -> usize {
+        self.inner.engine.config().max_wasm_stack
     }
 
     pub(crate) fn check_engine(&self, module: &Module) -> Result<(), Error> {
@@ -369,62 +390,29 @@ impl Sandbox {
         self.inner.id
     }
 
-    /// A store for one execution of `module`, with the limiter, fuel and a deadline, armed
-    /// so that even instantiation (a start function) is bounded.
-    pub(crate) fn new_store(&self, module: &Module) -> Result<Store<StoreState>, Error> {
-        self.check_engine(module)?;
+    /// An empty store under this sandbox's limits, not yet armed.
+    pub(crate) fn empty_store(&self, cancel: Option<CancelFlag>) -> Store<StoreState> {
         let engine = self.inner.engine.inner();
-        let limits = &self.inner.policy.limits;
-        let now = Instant::now();
-        let mut store = Store::new(
+        crate::store::new_store(
             &engine.wasmtime,
-            StoreState {
-                limiter: Limiter::new(limits),
-                wasi: None,
-                wasi_clock_start: now,
-                deadline: now + limits.timeout,
-                timeout: limits.timeout,
-                context: None,
-                guard: None,
-            },
-        );
-        store.limiter(|s| &mut s.limiter);
-        self.arm(&mut store, now)?;
-        Ok(store)
+            engine.config.epoch_tick,
+            &self.inner.policy,
+            cancel,
+        )
     }
 
     /// Refills fuel and sets the deadline to `started` plus the timeout.
-    fn arm(&self, store: &mut Store<StoreState>, started: Instant) -> Result<Option<u64>, Error> {
-        let engine = self.inner.engine.inner();
-        let limits = &self.inner.policy.limits;
-        let fuel = engine
-            .config
-            .consume_fuel
-            .then(|| limits.fuel.unwrap_or(u64::MAX));
-        if let Some(fuel) = fuel {
-            store
-                .set_fuel(fuel)
-                .map_err(|e| Error::Internal(format!("cannot set fuel: {e}")))?;
-        }
-        let (timeout, tick) = (limits.timeout, engine.config.epoch_tick);
-        let deadline = started + timeout;
-        store.data_mut().deadline = deadline;
-        store.set_epoch_deadline(ticks(timeout, tick));
-        store.epoch_deadline_callback(move |_| {
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(wasmtime::Error::new(LimitBreach {
-                    kind: LimitKind::Timeout,
-                    requested: timeout.as_millis() as u64,
-                    limit: timeout.as_millis() as u64,
-                }));
-            }
-            Ok(UpdateDeadline::Continue(ticks(deadline - now, tick)))
-        });
-        Ok(fuel)
+    pub(crate) fn arm(
+        &self,
+        store: &mut Store<StoreState>,
+        started: Instant,
+    ) -> Result<Option<u64>, Error> {
+        let consume_fuel = self.inner.engine.config().consume_fuel;
+        crate::store::arm(store, &self.inner.policy, consume_fuel, started)
     }
 
-    /// Instantiates `module` into `store`; a failure is the guest's (classified later).
+    /// Instantiates `module` into `store`. A trap in the start function is the guest's
+    /// (classified later); no free instance slot is the host's [`Error::Capacity`].
     pub(crate) fn instantiate(
         &self,
         module: &Module,
@@ -433,195 +421,46 @@ impl Sandbox {
         let pre = module.instance_pre()?;
         let started = Instant::now();
         let instance = pre.instantiate(&mut *store);
+        if let Err(e) = &instance
+            && e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                .is_some()
+        {
+            return Err(Error::Capacity(crate::classify::chain(e)));
+        }
         Ok((instance, started.elapsed()))
     }
+}
 
-    /// Runs the entry on an instantiated store, classifies the end, reports it once.
-    pub(crate) fn finish(
-        &self,
-        module: &Module,
-        plan: Plan<'_>,
-        assigned: Assigned,
-        context: ExecutionContext,
-        started: Instant,
-    ) -> Result<Finished, Error> {
-        let Assigned {
-            mut store,
-            instance,
-            instantiate_duration,
-        } = assigned;
-        let limits = &self.inner.policy.limits;
-        let observer = &*self.inner.engine.inner().observer;
-        let execution_id = context.execution_id;
-        store.data_mut().context = Some(context);
-        let fuel_given = self.arm(&mut store, started)?;
+/// Sets the cancellation flag when dropped unless disarmed: an async execution whose future
+/// is dropped (its request timed out, its client went away) stops its guest.
+struct CancelOnDrop(Option<CancelFlag>);
 
-        let stdout = BoundedOutput::new(limits.max_stdout_bytes);
-        let stderr = BoundedOutput::new(limits.max_stderr_bytes);
-        // The scratch directory lives exactly as long as this execution.
-        let mut scratch = None;
-        if module.imports_wasi() {
-            let input = plan.command.clone().unwrap_or_default();
-            let wasi = crate::grants::wasi_context(
-                &self.inner.policy,
-                module.info(),
-                input,
-                &stdout,
-                &stderr,
-                &mut scratch,
-            )?;
-            let state = store.data_mut();
-            state.wasi_clock_start = Instant::now();
-            state.wasi = Some(wasi);
-            state.guard = Some(crate::wasi_guard::Guard {
-                observer: self.inner.engine.inner().observer.clone(),
-                module: module.info().clone(),
-                execution_id,
-            });
-        }
-
-        let mut results = vec![Val::I32(0); plan.results];
-        let (outcome, message, instantiated) = match instance {
-            Err(e) => {
-                let c = classify(&e);
-                (c.outcome, c.message, false)
-            }
-            Ok(instance) => {
-                let event = InstantiateEvent {
-                    module: module.info().clone(),
-                    execution_id,
-                    duration: instantiate_duration,
-                };
-                observer.on_event(&Event::InstanceCreated(&event));
-                let func = instance
-                    .get_func(&mut store, plan.entry)
-                    .ok_or_else(|| Error::Internal(format!("export `{}` vanished", plan.entry)))?;
-                match func.call(&mut store, &plan.params, &mut results) {
-                    Ok(()) => (Outcome::Completed, None, true),
-                    Err(e) => {
-                        let c = classify(&e);
-                        (c.outcome, c.message, true)
-                    }
-                }
-            }
-        };
-
-        let fuel_consumed = fuel_given.map(|given| given - store.get_fuel().unwrap_or(0));
-        let state = store.into_data();
-        let duration = started.elapsed();
-        if instantiated {
-            observer.on_event(&Event::InstanceDestroyed {
-                module: module.info(),
-            });
-        }
-        let (stdout, stdout_bytes, stdout_truncated) = stdout.finish();
-        let (stderr, stderr_bytes, stderr_truncated) = stderr.finish();
-        let exit_code = match (outcome, plan.kind) {
-            (Outcome::Exited(code), _) => Some(code),
-            (Outcome::Completed, ExecutionKind::Command) => Some(0),
-            _ => None,
-        };
-        let results = if outcome == Outcome::Completed {
-            results.iter().filter_map(Value::from_wasmtime).collect()
-        } else {
-            Vec::new()
-        };
-        let report = ExecutionReport {
-            execution_id,
-            sandbox_id: self.inner.id,
-            trace_id: plan.trace.map(|t| t.trace_id_hex()),
-            module: module.info().clone(),
-            kind: plan.kind,
-            entry: plan.entry.to_owned(),
-            outcome,
-            exit_code,
-            message,
-            duration,
-            instantiate_duration,
-            fuel_consumed,
-            fuel_limit: limits.fuel.filter(|_| fuel_given.is_some()),
-            memory_peak_bytes: state.limiter.memory_peak,
-            memory_limit_bytes: limits.memory_bytes,
-            stdout_bytes,
-            stderr_bytes,
-            stdout_truncated,
-            stderr_truncated,
-        };
-        self.report_security(&report, state.limiter.breach);
-        observer.on_event(&Event::ExecutionFinished(&report));
-        Ok(Finished {
-            results,
-            stdout,
-            stderr,
-            report,
-        })
+impl CancelOnDrop {
+    fn new() -> (Self, CancelFlag) {
+        let flag = CancelFlag::default();
+        (CancelOnDrop(Some(flag.clone())), flag)
     }
 
-    /// Tells the observers of every limit the execution ran into.
-    fn report_security(&self, report: &ExecutionReport, breach: Option<LimitBreach>) {
-        let limits = &self.inner.policy.limits;
-        let observer = &*self.inner.engine.inner().observer;
-        let emit = |limit: LimitKind, target: String, action: SecurityAction| {
-            observer.on_event(&Event::Security(&SecurityEvent {
-                kind: SecurityEventKind::LimitExceeded(limit),
-                capability: limit.as_str(),
-                target,
-                action,
-                module: report.module.clone(),
-                execution_id: report.execution_id,
-            }));
-        };
-        let terminated = match report.outcome {
-            Outcome::OutOfFuel => Some((
-                LimitKind::Fuel,
-                format!("{} fuel", limits.fuel.unwrap_or(0)),
-            )),
-            Outcome::Timeout => Some((
-                LimitKind::Timeout,
-                format!("{} ms", limits.timeout.as_millis()),
-            )),
-            Outcome::StackOverflow => Some((
-                LimitKind::Stack,
-                format!("{} bytes", self.inner.engine.config().max_wasm_stack),
-            )),
-            Outcome::MemoryLimit
-            | Outcome::Trap(TrapKind::TableLimit | TrapKind::InstanceLimit) => {
-                let kind = breach.map_or(LimitKind::Instances, |b| b.kind);
-                let target = breach.map_or_else(
-                    || format!("{} instances", limits.instances),
-                    |b| format!("{} requested, {} allowed", b.requested, b.limit),
-                );
-                Some((kind, target))
-            }
-            _ => None,
-        };
-        if let Some((kind, target)) = terminated {
-            emit(kind, target, SecurityAction::Terminated);
-        }
-        if report.stdout_truncated {
-            emit(
-                LimitKind::Output,
-                format!("stdout {} bytes", limits.max_stdout_bytes),
-                SecurityAction::Truncated,
-            );
-        }
-        if report.stderr_truncated {
-            emit(
-                LimitKind::Output,
-                format!("stderr {} bytes", limits.max_stderr_bytes),
-                SecurityAction::Truncated,
-            );
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(flag) = &self.0 {
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }
 
-/// The number of epoch ticks that covers `d`, at least one.
-fn ticks(d: Duration, tick: Duration) -> u64 {
-    (d.as_nanos().div_ceil(tick.as_nanos())).clamp(1, u64::MAX as u128) as u64
-}
-
-pub(crate) fn join<T>(
-    joined: Result<Result<T, Error>, tokio::task::JoinError>,
+/// Runs `work` on tokio's blocking pool; dropping the returned future cancels the execution
+/// through `cancel`.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce(CancelFlag) -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
+    let (guard, flag) = CancelOnDrop::new();
+    let joined = tokio::task::spawn_blocking(move || work(flag)).await;
+    guard.disarm();
     joined.unwrap_or_else(|e| Err(Error::Internal(format!("the execution thread failed: {e}"))))
 }

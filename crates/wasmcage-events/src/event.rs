@@ -218,6 +218,8 @@ pub enum LimitKind {
     Stack,
     /// Captured output bytes.
     Output,
+    /// Bytes written to files.
+    Disk,
 }
 
 impl LimitKind {
@@ -231,6 +233,7 @@ impl LimitKind {
             LimitKind::Timeout => "timeout",
             LimitKind::Stack => "stack",
             LimitKind::Output => "output",
+            LimitKind::Disk => "disk",
         }
     }
 }

@@ -155,6 +155,9 @@ pub enum Outcome {
     StackOverflow,
     /// The guest trapped for another reason.
     Trap(TrapKind),
+    /// The caller gave up on the execution (its request timed out or its client went away)
+    /// and the host stopped the guest.
+    Cancelled,
 }
 
 /// The kind of an [`Outcome`] without its data: a bounded set, fit for a metric label.
@@ -175,11 +178,13 @@ pub enum OutcomeKind {
     StackOverflow,
     /// See [`Outcome::Trap`].
     Trap,
+    /// See [`Outcome::Cancelled`].
+    Cancelled,
 }
 
 impl OutcomeKind {
     /// Every outcome kind, in a stable order.
-    pub const ALL: [OutcomeKind; 7] = [
+    pub const ALL: [OutcomeKind; 8] = [
         OutcomeKind::Completed,
         OutcomeKind::Exited,
         OutcomeKind::OutOfFuel,
@@ -187,6 +192,7 @@ impl OutcomeKind {
         OutcomeKind::MemoryLimit,
         OutcomeKind::StackOverflow,
         OutcomeKind::Trap,
+        OutcomeKind::Cancelled,
     ];
 
     /// The stable snake_case name, as used in JSON and metric labels.
@@ -199,6 +205,7 @@ impl OutcomeKind {
             OutcomeKind::MemoryLimit => "memory_limit",
             OutcomeKind::StackOverflow => "stack_overflow",
             OutcomeKind::Trap => "trap",
+            OutcomeKind::Cancelled => "cancelled",
         }
     }
 }
@@ -220,6 +227,7 @@ impl Outcome {
             Outcome::MemoryLimit => OutcomeKind::MemoryLimit,
             Outcome::StackOverflow => OutcomeKind::StackOverflow,
             Outcome::Trap(_) => OutcomeKind::Trap,
+            Outcome::Cancelled => OutcomeKind::Cancelled,
         }
     }
 
@@ -399,6 +407,7 @@ impl TryFrom<ReportJson> for ExecutionReport {
             OutcomeKind::MemoryLimit => Outcome::MemoryLimit,
             OutcomeKind::StackOverflow => Outcome::StackOverflow,
             OutcomeKind::Trap => Outcome::Trap(j.trap.ok_or("outcome `trap` needs a `trap` kind")?),
+            OutcomeKind::Cancelled => Outcome::Cancelled,
         };
         let hash = j
             .module_hash

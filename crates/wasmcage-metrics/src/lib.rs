@@ -93,7 +93,7 @@ pub const OTHER_MODULE: &str = "_other";
 /// Label handles for one (module, execution kind), resolved once and reused: the hot path
 /// never formats or hashes label values again.
 struct ModuleHandles {
-    outcomes: [IntCounter; 7],
+    outcomes: [IntCounter; OutcomeKind::ALL.len()],
     duration: Histogram,
     fuel: IntCounter,
     fuel_per_execution: Histogram,

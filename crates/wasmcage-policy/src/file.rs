@@ -173,6 +173,7 @@ struct FileLimits {
     instances: Option<u32>,
     tables: Option<u32>,
     memories: Option<u32>,
+    disk: Option<Size>,
 }
 
 #[derive(Deserialize)]
@@ -381,6 +382,12 @@ impl Policy {
             if let Some(n) = l.memories {
                 limits.memories = n;
             }
+            if let Some(d) = l.disk {
+                limits.disk_bytes = match d {
+                    Size(Amount::Text(t)) if t == "none" => None,
+                    d => Some(size("limits.disk", d)?),
+                };
+            }
         }
         let first = policy.dirs.len();
         for (i, d) in file.dirs.into_iter().enumerate() {
@@ -526,6 +533,11 @@ impl Policy {
             out,
             "instances = {}\ntables = {}\nmemories = {}",
             l.instances, l.tables, l.memories
+        );
+        let _ = writeln!(
+            out,
+            "disk = {}",
+            l.disk_bytes.map_or_else(|| q("none"), size_text)
         );
         for d in &self.dirs {
             let mode = if d.access == Access::ReadOnly {
@@ -700,7 +712,7 @@ mod tests {
                 "[limits]\nmemroy = 1",
                 "limits (line 2): unknown key `memroy`, expected one of `memory`, `fuel`, \
                  `timeout`, `max_output`, `max_stdout`, `max_stderr`, `table_elements`, \
-                 `instances`, `tables`, `memories`",
+                 `instances`, `tables`, `memories`, `disk`",
             ),
             (
                 "[[dirs]]\nhost = \"data\"\n[[dirs]]\nhost = \"other\"\nguset = \"/a\"",
@@ -922,6 +934,7 @@ mod tests {
                 timeout: Duration::from_micros(1_234_567),
                 max_stdout_bytes: 0,
                 max_stderr_bytes: 3 << 10,
+                disk_bytes: None,
             })
             .build()
             .unwrap();

@@ -13,6 +13,7 @@ use std::time::Duration;
 /// | `fuel` | 1 000 000 000 units | `out_of_fuel` |
 /// | `timeout` | 10 s wall clock | `timeout` |
 /// | `max_stdout_bytes` / `max_stderr_bytes` | 1 MiB each | output cut, `*_truncated` set |
+/// | `disk_bytes` | 64 MiB written to files | the write fails with `ENOSPC`, a security event |
 ///
 /// The wasm stack limit is a property of the engine (see
 /// `EngineConfig::max_wasm_stack` in `wasmcage-core`) because wasmtime
@@ -38,6 +39,12 @@ pub struct Limits {
     pub max_stdout_bytes: u64,
     /// Bytes of stderr kept; the rest is dropped and the report says so.
     pub max_stderr_bytes: u64,
+    /// Bytes one execution may write to files in its granted directories and scratch
+    /// directory, counted as they are written (rewriting a byte counts again; growing a file
+    /// with `fd_allocate` or `fd_filestat_set_size` counts the growth). A write past it fails
+    /// with `ENOSPC` and is reported as a security event; the guest keeps running. `None`
+    /// sets no limit.
+    pub disk_bytes: Option<u64>,
 }
 
 impl Limits {
@@ -49,6 +56,8 @@ impl Limits {
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
     /// The default output capture: 1 MiB per stream.
     pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 1 << 20;
+    /// The default disk limit: 64 MiB written per execution.
+    pub const DEFAULT_DISK_BYTES: u64 = 64 << 20;
 }
 
 impl Default for Limits {
@@ -63,6 +72,7 @@ impl Default for Limits {
             timeout: Self::DEFAULT_TIMEOUT,
             max_stdout_bytes: Self::DEFAULT_MAX_OUTPUT_BYTES,
             max_stderr_bytes: Self::DEFAULT_MAX_OUTPUT_BYTES,
+            disk_bytes: Some(Self::DEFAULT_DISK_BYTES),
         }
     }
 }

@@ -98,9 +98,10 @@ pub use wasmcage_core::{
     Randomness,
 };
 pub use wasmcage_core::{
-    CallOutput, CommandInput, CommandOutput, Engine, EngineConfig, Error, ExecutionKind,
-    ExecutionReport, ExportInfo, Limits, Module, OnExhausted, Outcome, OutcomeKind, PoolConfig,
-    PoolStats, Sandbox, SandboxBuilder, TraceParent, TrapKind, Value, ValueType, WarmPool,
+    CallOutput, CommandInput, CommandOutput, CompileLimits, Engine, EngineConfig, Error,
+    ExecutionKind, ExecutionReport, ExportInfo, Limits, Module, OnExhausted, Outcome, OutcomeKind,
+    PoolConfig, PoolStats, PoolingConfig, Sandbox, SandboxBuilder, TraceParent, TrapKind, Value,
+    ValueType, WarmPool,
 };
 pub use wasmcage_events::{Event, FanOut, NoopObserver, Observer, RecordingObserver};
 
