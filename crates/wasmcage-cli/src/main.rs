@@ -24,6 +24,27 @@ enum Command {
     Run(run::RunArgs),
     Policy(policy_cmd::PolicyArgs),
     Serve(serve::ServeArgs),
+    /// Compiles one module from stdin to stdout under the given budget; the engine runs
+    /// this in a child process (see `CompileWorker`). Not for people.
+    #[command(hide = true)]
+    CompileWorker {
+        /// `fuel=0|1`, `memory=BYTES`, `cpu=SECONDS`.
+        options: Vec<String>,
+    },
+}
+
+/// The compile worker for this binary: itself, in its hidden `compile-worker` mode, under
+/// `timeout` and `memory_bytes`. `None` when the binary cannot find itself.
+pub(crate) fn compile_worker(
+    timeout: std::time::Duration,
+    memory_bytes: u64,
+) -> Option<wasmcage::core::CompileWorker> {
+    let program = std::env::current_exe().ok()?;
+    Some(wasmcage::core::CompileWorker {
+        timeout,
+        memory_bytes,
+        ..wasmcage::core::CompileWorker::new(program, vec!["compile-worker".into()])
+    })
 }
 
 fn main() -> ExitCode {
@@ -44,5 +65,16 @@ fn main() -> ExitCode {
         Command::Run(args) => run::main(args),
         Command::Policy(args) => policy_cmd::main(args),
         Command::Serve(args) => serve::main(args),
+        Command::CompileWorker { options } => {
+            let served = wasmcage::core::WorkerOptions::parse(&options)
+                .and_then(|o| wasmcage::core::serve_compile_worker(&o));
+            match served {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("wasmcage compile-worker: {e}");
+                    ExitCode::from(run::status::HOST_ERROR)
+                }
+            }
+        }
     }
 }

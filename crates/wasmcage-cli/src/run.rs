@@ -188,6 +188,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
     max_stdin: u64,
 
+    /// The longest compiling the module may take, e.g. `30s`; compiling runs in a child
+    /// process that is stopped at this budget.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    compile_timeout: Duration,
+
+    /// The most memory compiling the module may use, e.g. `2GiB`.
+    #[arg(long, value_name = "SIZE", default_value = "4GiB", value_parser = parse_size)]
+    compile_memory: u64,
+
     /// Write the execution report as JSON to this file, or `-` for stderr.
     #[arg(long, value_name = "PATH")]
     report: Option<String>,
@@ -259,6 +268,8 @@ fn run(args: &RunArgs) -> Result<ExitCode> {
             dir: cache_dir(args),
             ..CacheConfig::default()
         },
+        // A cache hit loads without compiling; a miss compiles in a child under the budget.
+        compile_worker: crate::compile_worker(args.compile_timeout, args.compile_memory),
         ..EngineConfig::default()
     };
     let engine = match Engine::new(config.clone()) {

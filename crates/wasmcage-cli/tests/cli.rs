@@ -456,3 +456,68 @@ fn options_after_the_module_are_the_guests() {
         text(&out.stderr)
     );
 }
+
+/// A module whose compiling takes far longer than its budget is refused (status 126) when
+/// the budget runs out, and nothing of it runs; compiling happens in a child process, so
+/// the budget holds however much time or memory the compiler would want.
+#[test]
+fn compiling_stops_at_its_budget() {
+    // Ten functions of 2 000 nested branches each: about a second of compiling.
+    let branch: String = (0..2000)
+        .map(|i| {
+            format!(
+                "(if (i32.and (local.get 0) (i32.const {i})) \
+                 (then (local.set 0 (i32.mul (local.get 0) (i32.const 3)))) \
+                 (else (local.set 0 (i32.add (local.get 0) (i32.const {i})))))"
+            )
+        })
+        .collect();
+    let funcs: String = (0..10)
+        .map(|k| {
+            format!("(func (export \"f{k}\") (param i32) (result i32) {branch} (local.get 0))")
+        })
+        .collect();
+    let binary = wat::parse_str(format!("(module {funcs})")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bomb.wasm");
+    std::fs::write(&path, binary).unwrap();
+    let path = path.to_str().unwrap();
+    let out = wasmcage(
+        &[
+            "run",
+            "--no-cache",
+            "--compile-timeout",
+            "50ms",
+            "--invoke",
+            "f0",
+            path,
+            "1",
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("longer than the budget"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = wasmcage(
+        &[
+            "run",
+            "--no-cache",
+            "--compile-memory",
+            "16MiB",
+            "--invoke",
+            "f0",
+            path,
+            "1",
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("budget"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -214,7 +214,7 @@ impl ModuleCache {
 }
 
 /// The payload of a cache file whose magic and checksum are right.
-fn verified_payload(bytes: &[u8]) -> Option<&[u8]> {
+pub(crate) fn verified_payload(bytes: &[u8]) -> Option<&[u8]> {
     let rest = bytes.strip_prefix(MAGIC.as_slice())?;
     if rest.len() < 32 {
         return None;
@@ -224,21 +224,27 @@ fn verified_payload(bytes: &[u8]) -> Option<&[u8]> {
 }
 
 #[allow(unsafe_code)]
-fn deserialize(engine: &wasmtime::Engine, payload: &[u8]) -> Option<wasmtime::Module> {
+pub(crate) fn deserialize(engine: &wasmtime::Engine, payload: &[u8]) -> Option<wasmtime::Module> {
     // SAFETY: `Module::deserialize` requires bytes produced by `Module::serialize` of a
-    // compatible engine. The payload's SHA-256 matched the checksum we wrote beside it, so
-    // it is exactly what this host serialized (the cache directory is the host's own, see
-    // the module docs), and wasmtime itself rejects payloads from another version or
-    // configuration with an error rather than undefined behaviour.
+    // compatible engine. The payload's SHA-256 matched the checksum written beside it, so
+    // it is exactly what this host serialized: a cache file in the host's own directory (see
+    // the module docs), or the output of the host's own compile worker read from its pipe.
+    // wasmtime itself rejects payloads from another version or configuration with an error
+    // rather than undefined behaviour.
     unsafe { wasmtime::Module::deserialize(engine, payload) }.ok()
 }
 
-fn write_atomically(path: &Path, payload: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+/// A serialized module framed as a cache file: magic, SHA-256, payload.
+pub(crate) fn frame(payload: &[u8]) -> Vec<u8> {
     let mut file = Vec::with_capacity(MAGIC.len() + 32 + payload.len());
     file.extend_from_slice(MAGIC);
     file.extend_from_slice(&Sha256::digest(payload));
     file.extend_from_slice(payload);
-    std::fs::write(&tmp, &file)?;
+    file
+}
+
+fn write_atomically(path: &Path, payload: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, frame(payload))?;
     std::fs::rename(&tmp, path)
 }

@@ -11,6 +11,7 @@ use crate::cache::{CacheConfig, CacheStats, ModuleCache};
 use crate::module::{Compiled, Module};
 use crate::precheck::CompileLimits;
 use crate::store::StoreState;
+use crate::worker::CompileWorker;
 use crate::{Error, wasi_guard};
 
 /// How the engine is built. The defaults suit untrusted code; see each field.
@@ -35,6 +36,9 @@ pub struct EngineConfig {
     /// What the engine agrees to compile; a module beyond these bounds is refused before
     /// any compiling with [`Error::ModuleTooLarge`].
     pub compile_limits: CompileLimits,
+    /// Compile in a child process under a budget of time and memory (default: in this
+    /// process, bounded by `compile_limits` only). See [`CompileWorker`].
+    pub compile_worker: Option<CompileWorker>,
 }
 
 /// Sizes of the pooling allocator's slots, fixed when the engine is made.
@@ -78,6 +82,7 @@ impl Default for EngineConfig {
             cache: CacheConfig::default(),
             pooling: Some(PoolingConfig::default()),
             compile_limits: CompileLimits::default(),
+            compile_worker: None,
         }
     }
 }
@@ -225,8 +230,21 @@ impl Engine {
             return Ok(Module::new(self, info, compiled));
         }
         let start = Instant::now();
-        let module = wasmtime::Module::from_binary(&inner.wasmtime, &binary)
-            .map_err(|e| invalid(crate::classify::chain(&e)))?;
+        let module = match &inner.config.compile_worker {
+            None => wasmtime::Module::from_binary(&inner.wasmtime, &binary)
+                .map_err(|e| invalid(crate::classify::chain(&e)))?,
+            Some(worker) => {
+                // Validation is linear and cheap; only valid modules go to the worker, so
+                // that a worker's failure can only mean the budget ran out.
+                wasmtime::Module::validate(&inner.wasmtime, &binary)
+                    .map_err(|e| invalid(crate::classify::chain(&e)))?;
+                let payload =
+                    crate::worker::compile(worker, inner.config.consume_fuel, name, &binary)?;
+                crate::cache::deserialize(&inner.wasmtime, &payload).ok_or_else(|| {
+                    Error::Internal("the compile worker's code does not match this engine".into())
+                })?
+            }
+        };
         let event = CompileEvent {
             module: info.clone(),
             size_bytes: size,

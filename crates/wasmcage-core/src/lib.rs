@@ -36,6 +36,7 @@ mod sandbox;
 mod store;
 mod value;
 mod wasi_guard;
+mod worker;
 
 pub use cache::{CacheConfig, CacheStats};
 pub use engine::{Engine, EngineConfig, PoolingConfig};
@@ -56,3 +57,4 @@ pub use wasmcage_policy::{
     Access, Clocks, DirGrant, NetRule, NetworkPolicy, Output, Policy, PolicyBuilder, PolicyError,
     Profile, Randomness,
 };
+pub use worker::{CompileWorker, WorkerOptions, serve_compile_worker};
