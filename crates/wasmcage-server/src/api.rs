@@ -336,12 +336,14 @@ impl State {
                                 // Only a file this server wrote can be here, and it compiled
                                 // then; one that no longer does is kept aside, not served.
                                 let path = loader.config.data_dir.join("modules");
-                                loader
-                                    .store
-                                    .quarantine(&path.join(format!("{}.wasm", s.id)), &e.to_string());
-                                loader
-                                    .store
-                                    .quarantine(&path.join(format!("{}.name", s.id)), "its module was quarantined");
+                                loader.store.quarantine(
+                                    &path.join(format!("{}.wasm", s.id)),
+                                    &e.to_string(),
+                                );
+                                loader.store.quarantine(
+                                    &path.join(format!("{}.name", s.id)),
+                                    "its module was quarantined",
+                                );
                                 None
                             }
                         }
@@ -717,14 +719,14 @@ async fn guard_monitoring(
         if let Err(refused) = check_key(&state, &request) {
             return refused;
         }
-    } else if path == "/readyz" {
-        if let Some(why) = state.admission.full() {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "busy", "failing": [{"name": "capacity", "message": why}]})),
-            )
-                .into_response();
-        }
+    } else if path == "/readyz"
+        && let Some(why) = state.admission.full()
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "busy", "failing": [{"name": "capacity", "message": why}]})),
+        )
+            .into_response();
     }
     next.run(request).await
 }
@@ -840,7 +842,9 @@ async fn read_body(
     }
     let read = async {
         let mut buf: Vec<u8> = Vec::new();
-        while let Some(frame) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
+        while let Some(frame) =
+            std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+        {
             let frame = frame.map_err(|e| {
                 ApiError::bad("bad_body", format!("cannot read the request body: {e}"))
                     .into_response()
@@ -1011,11 +1015,7 @@ async fn upload(
             tokio::spawn(async move {
                 let result = compile_and_store(&state, &who, &id, &name, binary).await;
                 if result.is_err() {
-                    state
-                        .modules
-                        .write()
-                        .expect("module map lock")
-                        .remove(&id);
+                    state.modules.write().expect("module map lock").remove(&id);
                     state.refund(&id, size, Some(&who));
                 }
                 let _ = tx.send(Some(result));
@@ -1173,11 +1173,7 @@ async fn remove(
 ) -> Result<StatusCode, ApiError> {
     let _store = state.store_lock.lock().await;
     let module = state.module(&id)?;
-    state
-        .modules
-        .write()
-        .expect("module map lock")
-        .remove(&id);
+    state.modules.write().expect("module map lock").remove(&id);
     state.refund(&id, module.size_bytes(), None);
     let writer = state.clone();
     let hash = module.info().hash;
@@ -1240,33 +1236,63 @@ async fn invoke(
     let Json(req) = body?;
     limited(&state, async {
         let module = state.module(&id)?;
-        let sandbox = state.sandbox(req.profile.as_deref(), req.limits.as_ref(), &BTreeMap::new())?;
+        let sandbox = state.sandbox(
+            req.profile.as_deref(),
+            req.limits.as_ref(),
+            &BTreeMap::new(),
+        )?;
         let export = module
             .exports()
             .into_iter()
             .find(|e| e.name == req.export)
-            .ok_or_else(|| core_error(wasmcage::Error::ExportNotFound {
-                module: module.info().name.to_string(),
-                export: req.export.clone(),
-                available: module.exports().into_iter().map(|e| e.name).collect(),
-            }))?;
+            .ok_or_else(|| {
+                core_error(wasmcage::Error::ExportNotFound {
+                    module: module.info().name.to_string(),
+                    export: req.export.clone(),
+                    available: module.exports().into_iter().map(|e| e.name).collect(),
+                })
+            })?;
         let params = export.params.unwrap_or_default();
         if params.len() != req.args.len() {
-            return Err(ApiError::bad("bad_arguments", format!("export `{}` takes {} argument(s), {} given", req.export, params.len(), req.args.len())));
+            return Err(ApiError::bad(
+                "bad_arguments",
+                format!(
+                    "export `{}` takes {} argument(s), {} given",
+                    req.export,
+                    params.len(),
+                    req.args.len()
+                ),
+            ));
         }
         let mut args = Vec::with_capacity(params.len());
         for (i, (ty, arg)) in params.iter().zip(&req.args).enumerate() {
             let text = match arg {
                 Json_::Number(n) => n.to_string(),
                 Json_::String(s) => s.clone(),
-                other => return Err(ApiError::bad("bad_arguments", format!("args[{i}]: {other} is not a number"))),
+                other => {
+                    return Err(ApiError::bad(
+                        "bad_arguments",
+                        format!("args[{i}]: {other} is not a number"),
+                    ));
+                }
             };
-            args.push(Value::parse(&text, *ty).map_err(|e| ApiError::bad("bad_arguments", format!("args[{i}]: {e}")))?);
+            args.push(
+                Value::parse(&text, *ty)
+                    .map_err(|e| ApiError::bad("bad_arguments", format!("args[{i}]: {e}")))?,
+            );
         }
-        let _admitted = state.admission.admit(&who, sandbox.limits().memory_bytes).await?;
-        let out = sandbox.call_async(&module, &req.export, &args).await.map_err(core_error)?;
+        let _admitted = state
+            .admission
+            .admit(&who, sandbox.limits().memory_bytes)
+            .await?;
+        let out = sandbox
+            .call_async(&module, &req.export, &args)
+            .await
+            .map_err(core_error)?;
         let results: Vec<Json_> = out.results.iter().map(to_json).collect();
-        Ok(Json(json!({"results": results, "report": report_json(&out.report)?})))
+        Ok(Json(
+            json!({"results": results, "report": report_json(&out.report)?}),
+        ))
     })
     .await
 }

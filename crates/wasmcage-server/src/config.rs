@@ -415,7 +415,9 @@ impl ServerConfig {
             .max(self.max_limits.tables)
             .max(self.max_limits.instances)
             .max(1) as usize;
-        if a.max_executions == 0 || a.max_executions.saturating_mul(slots_each) > Admission::ENGINE_SLOTS {
+        if a.max_executions == 0
+            || a.max_executions.saturating_mul(slots_each) > Admission::ENGINE_SLOTS
+        {
             return Err(bad(
                 "admission.max_executions",
                 format!(
@@ -445,7 +447,10 @@ impl ServerConfig {
             ));
         }
         if self.quota.max_modules == 0 || self.quota.max_bytes == 0 {
-            return Err(bad("quota", "max_modules and max_bytes must be larger than zero"));
+            return Err(bad(
+                "quota",
+                "max_modules and max_bytes must be larger than zero",
+            ));
         }
         if self.max_concurrent_compiles == 0 {
             return Err(bad("max_concurrent_compiles", "must be at least 1"));

@@ -153,7 +153,10 @@ impl Server {
         drop(self.listener);
         let _ = closing.send(true);
         let drained = async { while connections.join_next().await.is_some() {} };
-        if tokio::time::timeout(config.shutdown_timeout, drained).await.is_err() {
+        if tokio::time::timeout(config.shutdown_timeout, drained)
+            .await
+            .is_err()
+        {
             // Past the deadline: whatever is still open is dropped, its handlers with it.
             connections.abort_all();
         }
