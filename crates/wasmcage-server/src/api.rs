@@ -872,9 +872,10 @@ async fn read_body(
             )
             .into_response();
             // The rest of the body is unread; the connection cannot carry another request.
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, "close".parse().expect("a header value"));
+            response.headers_mut().insert(
+                header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
             response
         }
     }

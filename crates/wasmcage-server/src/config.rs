@@ -252,6 +252,29 @@ struct FileLimits {
     max_output: Option<String>,
 }
 
+/// The keys in a `WASMCAGE_API_KEYS` value: comma-separated, trimmed. An empty value means
+/// no keys; an empty entry in a list is a mistake (a stray comma) that would otherwise go
+/// unnoticed, so it is refused.
+fn env_keys(value: &str) -> Result<Vec<String>, ServerError> {
+    if value.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    value
+        .split(',')
+        .map(str::trim)
+        .map(|key| {
+            if key.is_empty() {
+                Err(bad(
+                    "WASMCAGE_API_KEYS",
+                    "contains an empty key; separate non-empty keys with single commas",
+                ))
+            } else {
+                Ok(key.to_owned())
+            }
+        })
+        .collect()
+}
+
 /// The shortest API key accepted: shorter keys are guessable.
 const MIN_KEY_CHARS: usize = 16;
 
@@ -452,8 +475,14 @@ impl ServerConfig {
                 "max_modules and max_bytes must be larger than zero",
             ));
         }
-        if self.max_concurrent_compiles == 0 {
-            return Err(bad("max_concurrent_compiles", "must be at least 1"));
+        if !(1..=256).contains(&self.max_concurrent_compiles) {
+            return Err(bad(
+                "max_concurrent_compiles",
+                format!(
+                    "{} is out of range; use 1 to 256",
+                    self.max_concurrent_compiles
+                ),
+            ));
         }
         for (key, d) in [
             ("request_timeout", self.request_timeout),
@@ -488,22 +517,12 @@ impl ServerConfig {
     }
 
     fn add_env_keys(&mut self) -> Result<(), ServerError> {
-        let Ok(keys) = std::env::var("WASMCAGE_API_KEYS") else {
-            return Ok(());
-        };
-        // An empty variable means no keys; an empty entry in a list is a mistake (a stray
-        // comma) that would otherwise go unnoticed.
-        if keys.trim().is_empty() {
-            return Ok(());
-        }
-        for key in keys.split(',').map(str::trim) {
-            if key.is_empty() {
-                return Err(bad(
-                    "WASMCAGE_API_KEYS",
-                    "contains an empty key; separate non-empty keys with single commas",
-                ));
+        match std::env::var("WASMCAGE_API_KEYS") {
+            Ok(keys) => self.api_keys.extend(env_keys(&keys)?),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err(bad("WASMCAGE_API_KEYS", "is not valid UTF-8"));
             }
-            self.api_keys.push(key.to_owned());
+            Err(std::env::VarError::NotPresent) => {}
         }
         Ok(())
     }
@@ -553,5 +572,29 @@ impl ServerConfig {
             }),
         };
         toml::to_string(&file).expect("the configuration serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_keys_are_checked_like_file_keys() {
+        let key = "0123456789abcdef";
+        assert_eq!(env_keys("").unwrap(), Vec::<String>::new());
+        assert_eq!(
+            env_keys(&format!(" {key} ,{key}x")).unwrap(),
+            [key.to_owned(), format!("{key}x")]
+        );
+        let err = env_keys(&format!("{key},,{key}")).unwrap_err().to_string();
+        assert!(err.contains("empty key"), "{err}");
+        // A short key from the environment is refused by the same validation as the file's.
+        let config = ServerConfig {
+            api_keys: env_keys("short").unwrap(),
+            ..ServerConfig::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("at least 16"), "{err}");
     }
 }

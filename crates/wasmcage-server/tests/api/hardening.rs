@@ -659,3 +659,28 @@ async fn identical_uploads_share_one_compile_and_keep_the_first_name() {
     assert_eq!(status, 200);
     assert_eq!(body["name"].as_str().unwrap(), names.first().unwrap());
 }
+
+#[test]
+fn the_server_guide_lists_every_configuration_key() {
+    let guide =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/server.md"))
+            .unwrap();
+    let printed: toml::Table = toml::from_str(&ServerConfig::default().to_toml()).unwrap();
+    for (key, value) in &printed {
+        match value.as_table() {
+            Some(table) => {
+                for inner in table.keys() {
+                    // Listed as "`[table] key`" or with siblings: "`[table] a`, `b`".
+                    let row = guide.lines().find(|l| {
+                        l.contains(&format!("`[{key}] ")) && l.contains(&format!("{inner}`"))
+                    });
+                    assert!(row.is_some(), "[{key}] {inner} is not in docs/server.md");
+                }
+            }
+            None => assert!(
+                guide.contains(&format!("| `{key}` |")),
+                "{key} is not in docs/server.md"
+            ),
+        }
+    }
+}
