@@ -65,9 +65,12 @@ struct AuthThrottle {
 }
 
 impl AuthThrottle {
-    /// Entries kept before expired ones are swept, so that many addresses cannot grow the
-    /// table without bound.
+    /// Entries kept before expired ones are swept.
     const SWEEP_AT: usize = 4096;
+    /// Addresses tracked at most, so that an attacker with very many addresses cannot grow
+    /// the table without bound; past it, new addresses are not tracked until entries expire
+    /// (each address still gets no more than its own guesses per window).
+    const MAX_TRACKED: usize = 65_536;
 
     /// `Err(wait)` while `ip` has failed too often in its current window.
     fn check(&self, ip: IpAddr) -> Result<(), Duration> {
@@ -88,8 +91,11 @@ impl AuthThrottle {
     fn fail(&self, ip: IpAddr) {
         let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
         let window = self.config.window;
-        if failures.len() >= Self::SWEEP_AT {
+        if failures.len() >= Self::SWEEP_AT && !failures.contains_key(&ip) {
             failures.retain(|_, (_, since)| since.elapsed() < window);
+            if failures.len() >= Self::MAX_TRACKED {
+                return;
+            }
         }
         let now = Instant::now();
         let entry = failures.entry(ip).or_insert((0, now));
@@ -229,6 +235,9 @@ pub(crate) struct State {
     store_lock: tokio::sync::Mutex<()>,
     compiles: Arc<Semaphore>,
     compiles_per_key: Mutex<HashMap<Arc<str>, Arc<Semaphore>>>,
+    /// One WAT parse at a time per key: parsing costs CPU like a small compile, but has its
+    /// own slot so that identical uploads can still wait for one compile together.
+    parses_per_key: Mutex<HashMap<Arc<str>, Arc<Semaphore>>>,
     pub(crate) health: Arc<HealthMonitor>,
     metrics: Arc<Metrics>,
 }
@@ -285,6 +294,7 @@ impl State {
             admission: Admission::new(config.admission),
             compiles: Arc::new(Semaphore::new(config.max_concurrent_compiles)),
             compiles_per_key: Mutex::default(),
+            parses_per_key: Mutex::default(),
             config,
             engine,
             modules: RwLock::default(),
@@ -495,9 +505,12 @@ impl State {
         }
     }
 
-    /// The per-key compile slot of `who`.
-    fn compile_slot(&self, who: &Arc<str>) -> Arc<Semaphore> {
-        self.compiles_per_key
+    /// `who`'s one slot in `slots`.
+    fn key_slot(
+        slots: &Mutex<HashMap<Arc<str>, Arc<Semaphore>>>,
+        who: &Arc<str>,
+    ) -> Arc<Semaphore> {
+        slots
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .entry(who.clone())
@@ -960,7 +973,12 @@ async fn upload(
         ));
     }
     // The hash first (WAT text becomes a binary; a binary is used as it is), so that a known
-    // module is answered without compiling.
+    // module is answered without compiling. Text is parsed one upload at a time per key.
+    let parse_slot = if body.starts_with(b"\0asm") {
+        None
+    } else {
+        Some(acquire_key_slot(&state, &state.parses_per_key, &who, "parsing").await?)
+    };
     let (binary, id) = {
         let name = name.clone();
         tokio::task::spawn_blocking(move || {
@@ -978,6 +996,7 @@ async fn upload(
         .await
         .map_err(|e| ApiError::internal(e.to_string()))??
     };
+    drop(parse_slot);
     let size = binary.len() as u64;
     // At most twice: a follower whose module turned out bad at start (and was quarantined)
     // stores its own upload on the second round.
@@ -1057,6 +1076,29 @@ async fn upload(
     ))
 }
 
+/// Waits up to `compile_wait` for `who`'s one slot in `slots`, or answers 429 `busy`.
+async fn acquire_key_slot(
+    state: &State,
+    slots: &Mutex<HashMap<Arc<str>, Arc<Semaphore>>>,
+    who: &Arc<str>,
+    doing: &str,
+) -> Result<OwnedSemaphorePermit, ApiError> {
+    let key_slot = State::key_slot(slots, who);
+    tokio::time::timeout(state.config.compile_wait, key_slot.acquire_owned())
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "busy",
+                format!(
+                    "this API key is already {doing} a module; retry when that upload is answered"
+                ),
+            )
+            .retry_after(1)
+        })?
+        .map_err(|_| ApiError::internal("the compile slots are closed"))
+}
+
 /// Compiles under the compile bounds, stores durably, then makes the module ready.
 async fn compile_and_store(
     state: &Arc<State>,
@@ -1066,18 +1108,7 @@ async fn compile_and_store(
     binary: Arc<[u8]>,
 ) -> Result<(), ApiError> {
     let wait = state.config.compile_wait;
-    let key_slot = state.compile_slot(who);
-    let _key = tokio::time::timeout(wait, key_slot.acquire_owned())
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "busy",
-                "this API key is already compiling a module; retry when that upload is answered",
-            )
-            .retry_after(1)
-        })?
-        .map_err(|_| ApiError::internal("the compile slots are closed"))?;
+    let _key = acquire_key_slot(state, &state.compiles_per_key, who, "compiling").await?;
     let _global = tokio::time::timeout(wait, state.compiles.clone().acquire_owned())
         .await
         .map_err(|_| {

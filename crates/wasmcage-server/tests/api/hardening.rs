@@ -258,7 +258,7 @@ async fn a_full_server_answers_busy_and_is_not_ready() {
         tokio::spawn(async move {
             client
                 .post(url)
-                .json(&json!({"export": "spin", "limits": {"timeout_ms": 1500}}))
+                .json(&json!({"export": "spin", "limits": {"timeout_ms": 3000}}))
                 .send()
                 .await
                 .unwrap()
@@ -320,15 +320,23 @@ async fn executions_are_bounded_per_key_and_by_the_memory_budget() {
     let spin = {
         let (client, url) = (s.client.clone(), format!("{}{url}", s.base));
         tokio::spawn(async move {
-            client
-                .post(url)
-                .header("x-api-key", KEY_A)
-                .json(&json!({"export": "spin", "limits": {"timeout_ms": 2000, "memory": "48MiB"}}))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
+            // The probes below briefly hold memory too; with no wait, this request retries
+            // until it is admitted.
+            loop {
+                let status = client
+                    .post(&url)
+                    .header("x-api-key", KEY_A)
+                    .json(&json!({"export": "spin", "limits": {"timeout_ms": 3000, "memory": "48MiB"}}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16();
+                if status != 503 {
+                    return status;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         })
     };
     let add = |key: &'static str, memory: &'static str| {
