@@ -1438,3 +1438,47 @@ async fn run(
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_saturate_instead_of_panicking() {
+        // Validation refuses such a rate; the limiter must not panic even if one slips by.
+        let limiter = RateLimiter {
+            limit: crate::config::RateLimit {
+                per_second: 1e-300,
+                burst: 1,
+            },
+            buckets: Mutex::default(),
+        };
+        assert!(limiter.take("k").is_ok());
+        let wait = limiter.take("k").unwrap_err();
+        assert_eq!(wait, Duration::MAX);
+        assert_eq!(seconds(wait), u64::MAX);
+        assert_eq!(seconds(Duration::from_millis(1)), 1);
+        assert_eq!(seconds(Duration::from_millis(1500)), 2);
+        assert_eq!(pages(u64::MAX), u32::MAX);
+        assert_eq!(pages(1), 1);
+    }
+
+    #[test]
+    fn limits_only_go_down() {
+        let low = Limits {
+            fuel: Some(10),
+            memory_bytes: 1 << 20,
+            ..Limits::default()
+        };
+        let unmetered = Limits {
+            fuel: None,
+            memory_bytes: 1 << 30,
+            ..Limits::default()
+        };
+        assert_eq!(lower(&low, &unmetered), low);
+        assert_eq!(lower(&unmetered, &low), low);
+        assert_eq!(lower(&unmetered, &unmetered).fuel, None);
+        assert!(rank(Profile::Strict) < rank(Profile::Standard));
+        assert!(rank(Profile::Standard) < rank(Profile::Permissive));
+    }
+}
