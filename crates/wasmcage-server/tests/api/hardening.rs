@@ -692,3 +692,51 @@ fn the_server_guide_lists_every_configuration_key() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_disconnects_frees_its_execution_slot() {
+    // A guest that sleeps (without using CPU) for 20 s, its whole timeout.
+    let sleeper = r#"(module
+      (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (func (export "_start")
+        (i32.store (i32.const 16) (i32.const 1))
+        (i64.store (i32.const 24) (i64.const 20000000000))
+        (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))))"#;
+    let s = start(|c| {
+        c.max_limits.timeout = Duration::from_secs(20);
+        c.admission.max_executions = 1;
+        c.admission.max_executions_per_key = 1;
+    })
+    .await;
+    let (status, module) = s.upload("sleeper.wat", sleeper).await;
+    assert_eq!(status, 201, "{module}");
+    let body = r#"{"limits":{"timeout_ms":20000}}"#;
+    let mut client = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    client
+        .write_all(
+            format!(
+                "POST /v1/modules/{}/run HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                id_of(&module),
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    eventually("the execution holds the only slot", || async {
+        (s.get("/readyz").await.0 == 503).then_some(())
+    })
+    .await;
+    drop(client);
+    // The handler's future is dropped with the connection, and its slot with it, long
+    // before the guest's 20 s are up (10 s is only the bound of this wait).
+    let guard = std::time::Instant::now() + Duration::from_secs(10);
+    while s.get("/readyz").await.0 != 200 {
+        assert!(
+            std::time::Instant::now() < guard,
+            "the slot stayed taken after the client left"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
