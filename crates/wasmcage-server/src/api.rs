@@ -320,7 +320,7 @@ impl State {
                     s.id.clone(),
                     Slot::Compiling {
                         name: s.name.clone(),
-                        size: 0,
+                        size: s.size,
                         done: rx,
                     },
                 );

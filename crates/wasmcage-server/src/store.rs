@@ -32,6 +32,8 @@ pub(crate) struct Stored {
     pub(crate) id: String,
     /// Its name, from the `.name` file (or the id when there is none).
     pub(crate) name: String,
+    /// The file's size in bytes, shown while it compiles.
+    pub(crate) size: u64,
 }
 
 /// The module directory and its quarantine.
@@ -81,7 +83,8 @@ impl Store {
                             String::from_utf8_lossy(cut).into_owned()
                         })
                         .unwrap_or_else(|| id.clone());
-                    found.push(Stored { id, name });
+                    let size = entry.metadata().map_or(0, |m| m.len());
+                    found.push(Stored { id, name, size });
                 }
                 // Metadata of a module that is there; without its module it is a stray.
                 Some((id, ext)) if ext == "name" && self.wasm(&id).is_file() => {}
