@@ -580,6 +580,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn admission_fits_the_engines_pooling_slots() {
+        // The server builds its engine with the default pooling configuration; if core
+        // changes it, the admission bound must follow.
+        let pool = wasmcage::core::PoolingConfig::default();
+        assert_eq!(Admission::ENGINE_SLOTS + 8, pool.total_instances as usize);
+        let default = ServerConfig::default();
+        assert!(default.admission.max_executions <= Admission::ENGINE_SLOTS);
+        assert_eq!(
+            (default.max_limits.memories, default.max_limits.tables),
+            (1, 1)
+        );
+        default.validate().unwrap();
+    }
+
+    #[test]
     fn environment_keys_are_checked_like_file_keys() {
         let key = "0123456789abcdef";
         assert_eq!(env_keys("").unwrap(), Vec::<String>::new());
