@@ -208,8 +208,8 @@ enum Slot {
     Ready(Module),
 }
 
-/// What one API key has stored. Kept in memory only: after a restart, modules loaded from
-/// the store count for no key until a key uploads them again.
+/// What one API key has stored, by the key's digest; the store's `.owners` files keep it
+/// across restarts.
 #[derive(Default)]
 struct Account {
     modules: BTreeSet<String>,
@@ -228,7 +228,7 @@ pub(crate) struct State {
     pub(crate) config: ServerConfig,
     engine: Engine,
     modules: RwLock<BTreeMap<String, Slot>>,
-    accounts: Mutex<HashMap<Arc<str>, Account>>,
+    accounts: Mutex<HashMap<String, Account>>,
     store: Store,
     /// Serializes writes and removals in the store with the map updates that go with them,
     /// so that a delete and a concurrent upload of the same bytes cannot interleave.
@@ -364,7 +364,22 @@ impl State {
                     let mut modules = state.modules.write().expect("module map lock");
                     match loaded {
                         Some(module) => {
-                            modules.insert(id, Slot::Ready(module));
+                            let size = module.size_bytes();
+                            modules.insert(id.clone(), Slot::Ready(module));
+                            drop(modules);
+                            // Quotas count what each key stored before the restart.
+                            let owners = state.store.owners(&id);
+                            let mut accounts = state
+                                .accounts
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner);
+                            for owner in owners {
+                                let account = accounts.entry(owner).or_default();
+                                if account.modules.insert(id.clone()) {
+                                    account.bytes += size;
+                                }
+                            }
+                            drop(accounts);
                             let _ = tx.send(Some(Ok(())));
                         }
                         None => {
@@ -467,12 +482,13 @@ impl State {
             .map_err(|e| ApiError::bad("bad_limits", e.to_string()))
     }
 
-    /// Adds `id` to `who`'s account, or refuses when that would pass the quota.
-    fn charge(&self, who: &Arc<str>, id: &str, size: u64) -> Result<(), ApiError> {
+    /// Adds `id` to `who`'s account, or refuses when that would pass the quota; `true` when
+    /// `who` did not hold it yet.
+    fn charge(&self, who: &Arc<str>, id: &str, size: u64) -> Result<bool, ApiError> {
         let mut accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
-        let account = accounts.entry(who.clone()).or_default();
+        let account = accounts.entry(owner_of(who)).or_default();
         if account.modules.contains(id) {
-            return Ok(());
+            return Ok(false);
         }
         let quota = &self.config.quota;
         if account.modules.len() >= quota.max_modules {
@@ -489,19 +505,46 @@ impl State {
         }
         account.modules.insert(id.to_owned());
         account.bytes += size;
-        Ok(())
+        Ok(true)
     }
 
-    /// Takes `id` off every account that holds it (`only`: just that one).
+    /// Takes `id` off every account that holds it (`only`: just that key's).
     fn refund(&self, id: &str, size: u64, only: Option<&Arc<str>>) {
+        let only = only.map(|who| owner_of(who));
         let mut accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
-        for (who, account) in accounts.iter_mut() {
-            if only.is_some_and(|o| o != who) {
+        for (owner, account) in accounts.iter_mut() {
+            if only.as_ref().is_some_and(|o| o != owner) {
                 continue;
             }
             if account.modules.remove(id) {
                 account.bytes = account.bytes.saturating_sub(size);
             }
+        }
+    }
+
+    /// The digests of the keys that hold `id`, sorted.
+    fn owners(&self, id: &str) -> Vec<String> {
+        let accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut owners: Vec<String> = accounts
+            .iter()
+            .filter(|(_, a)| a.modules.contains(id))
+            .map(|(owner, _)| owner.clone())
+            .collect();
+        owners.sort();
+        owners
+    }
+
+    /// Records `id`'s owners in the store, if it is still stored. A failure only weakens
+    /// quota accounting after a restart, so it is a warning, not an error for the client.
+    async fn save_owners(self: &Arc<Self>, id: &str) {
+        let _store = self.store_lock.lock().await;
+        if !matches!(self.slot(id), Some(Slot::Ready(_))) {
+            return;
+        }
+        let (state, id, owners) = (self.clone(), id.to_owned(), self.owners(id));
+        let saved = tokio::task::spawn_blocking(move || state.store.put_owners(&id, &owners)).await;
+        if let Ok(Err(e)) = saved {
+            store::warn(&format!("cannot record a module's owners: {e}"));
         }
     }
 
@@ -517,6 +560,11 @@ impl State {
             .or_insert_with(|| Arc::new(Semaphore::new(1)))
             .clone()
     }
+}
+
+/// The digest an API key is known by in the store: keys themselves never touch the disk.
+fn owner_of(who: &str) -> String {
+    store::hash_hex(who.as_bytes())
 }
 
 /// strict < standard < permissive: what each profile grants is a superset of the previous.
@@ -1001,16 +1049,11 @@ async fn upload(
     // At most twice: a follower whose module turned out bad at start (and was quarantined)
     // stores its own upload on the second round.
     for _ in 0..2 {
-        let (mut done, leader) = {
+        let stored = {
             let mut modules = state.modules.write().expect("module map lock");
             match modules.get(&id) {
-                Some(Slot::Ready(m)) => {
-                    let described = describe_module(m);
-                    drop(modules);
-                    state.charge(&who, &id, size)?;
-                    return Ok((StatusCode::OK, Json(described)));
-                }
-                Some(Slot::Compiling { done, .. }) => (done.clone(), None),
+                Some(Slot::Ready(m)) => Err(describe_module(m)),
+                Some(Slot::Compiling { done, .. }) => Ok((done.clone(), None)),
                 None => {
                     state.charge(&who, &id, size)?;
                     let (tx, rx) = watch::channel(None);
@@ -1022,11 +1065,23 @@ async fn upload(
                             done: rx.clone(),
                         },
                     );
-                    (rx, Some(tx))
+                    Ok((rx, Some(tx)))
                 }
             }
         };
+        let (mut done, leader) = match stored {
+            Ok(waiting) => waiting,
+            // Already stored: answered at once, without compiling.
+            Err(described) => {
+                if state.charge(&who, &id, size)? {
+                    state.save_owners(&id).await;
+                }
+                return Ok((StatusCode::OK, Json(described)));
+            }
+        };
         let created = leader.is_some();
+        // Whether this request made `who` an owner (the leader charged above).
+        let mut newly = created;
         if let Some(tx) = leader {
             // The compile and store run in a task of their own, so that a client that goes
             // away cannot leave the module half-known; identical uploads wait for this one.
@@ -1041,7 +1096,7 @@ async fn upload(
                 let _ = tx.send(Some(result));
             });
         } else {
-            state.charge(&who, &id, size)?;
+            newly = state.charge(&who, &id, size)?;
         }
         let lost = || ApiError::internal("the compile task ended without an answer");
         let outcome = done
@@ -1052,6 +1107,9 @@ async fn upload(
             .unwrap_or_else(|| Err(lost()));
         match outcome {
             Ok(()) => {
+                if newly && !created {
+                    state.save_owners(&id).await;
+                }
                 let module = state.module(&id)?;
                 let status = if created {
                     StatusCode::CREATED
@@ -1061,7 +1119,7 @@ async fn upload(
                 return Ok((status, Json(describe_module(&module))));
             }
             Err(e) => {
-                if !created {
+                if newly && !created {
                     state.refund(&id, size, Some(&who));
                 }
                 if created || e.code != "unknown_module" {
@@ -1131,17 +1189,20 @@ async fn compile_and_store(
     };
     let _store = state.store_lock.lock().await;
     let writer = state.clone();
-    let (id_, name_) = (id.to_owned(), name.to_owned());
-    tokio::task::spawn_blocking(move || writer.store.put(&id_, &binary, &name_))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "storage",
-                format!("cannot store the module: {e}"),
-            )
-        })?;
+    let (id_, name_, owners) = (id.to_owned(), name.to_owned(), state.owners(id));
+    tokio::task::spawn_blocking(move || {
+        writer.store.put(&id_, &binary, &name_)?;
+        writer.store.put_owners(&id_, &owners)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "storage",
+            format!("cannot store the module: {e}"),
+        )
+    })?;
     state
         .modules
         .write()

@@ -1,5 +1,7 @@
 //! The module store on disk: `<sha256>.wasm` (the module's binary, named after the SHA-256
-//! of its bytes) and `<sha256>.name` (the name it was first uploaded under, metadata only).
+//! of its bytes), `<sha256>.name` (the name it was first uploaded under) and
+//! `<sha256>.owners` (digests of the API keys that stored it, for quotas); both are metadata,
+//! never compiled.
 //!
 //! Every write goes to a temporary file in the same directory, is synced, renamed into place,
 //! and the directory is synced, so that after a crash a file is either whole or absent. A
@@ -59,6 +61,30 @@ impl Store {
         self.dir.join(format!("{id}.name"))
     }
 
+    fn owners_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.owners"))
+    }
+
+    /// The owners recorded for a module (SHA-256 digests of API keys, one a line); lines
+    /// that are not such a digest are ignored.
+    pub(crate) fn owners(&self, id: &str) -> Vec<String> {
+        fs::read_to_string(self.owners_path(id))
+            .map(|text| {
+                text.lines()
+                    .filter(|l| is_id(l))
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Records a module's owners durably, so that quotas hold across restarts.
+    pub(crate) fn put_owners(&self, id: &str, owners: &[String]) -> io::Result<()> {
+        let mut text = owners.join("\n");
+        text.push('\n');
+        write_durably(&self.dir, &self.owners_path(id), text.as_bytes())
+    }
+
     /// Lists the modules to serve and quarantines everything else. Cheap: reads names (and
     /// `.name` files), never module bytes; [`Store::verify`] checks each module's hash.
     pub(crate) fn scan(&self) -> Vec<Stored> {
@@ -87,7 +113,8 @@ impl Store {
                     found.push(Stored { id, name, size });
                 }
                 // Metadata of a module that is there; without its module it is a stray.
-                Some((id, ext)) if ext == "name" && self.wasm(&id).is_file() => {}
+                Some((id, ext))
+                    if (ext == "name" || ext == "owners") && self.wasm(&id).is_file() => {}
                 _ => self.quarantine(&path, "not a module of this store"),
             }
         }
@@ -104,6 +131,7 @@ impl Store {
             Ok(_) => {
                 self.quarantine(&path, "its SHA-256 does not match its name");
                 self.quarantine(&self.name_path(id), "its module was quarantined");
+                self.quarantine(&self.owners_path(id), "its module was quarantined");
                 None
             }
             Err(e) => {
@@ -168,7 +196,7 @@ impl Store {
     /// Removes a module durably: the binary first, so that a crash in between leaves a
     /// stray name file (quarantined at the next start), never a module without its delete.
     pub(crate) fn remove(&self, id: &str) -> io::Result<()> {
-        for path in [self.wasm(id), self.name_path(id)] {
+        for path in [self.wasm(id), self.name_path(id), self.owners_path(id)] {
             match fs::remove_file(&path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::{ADD, ECHO, Running, error_code, eventually, start_at};
+use crate::{ADD, ECHO, KEY_A, KEY_B, Running, error_code, eventually, start_at};
 
 /// Waits until `id` is served (it may be compiling after a start), and returns its
 /// description; every answer on the way is a 200 or a well-formed 503 `module_compiling`.
@@ -14,6 +14,8 @@ async fn ready(s: &Running, id: &str) -> Value {
         let r = s
             .client
             .get(format!("{}/v1/modules/{id}", s.base))
+            // Ignored by a server without keys.
+            .header("x-api-key", KEY_A)
             .send()
             .await
             .unwrap();
@@ -95,7 +97,11 @@ async fn uploads_survive_a_crash_and_concurrent_re_uploads() {
     let modules = dir.path().join("modules");
     assert_eq!(
         files(&modules),
-        [format!("{id}.name"), format!("{id}.wasm")],
+        [
+            format!("{id}.name"),
+            format!("{id}.owners"),
+            format!("{id}.wasm")
+        ],
         "no temporary files are left behind"
     );
     let s = start_at(dir.path(), |_| {}).await;
@@ -192,7 +198,11 @@ async fn a_restart_serves_only_what_the_store_wrote() {
     }
     assert_eq!(
         files(&modules),
-        [format!("{add}.name"), format!("{add}.wasm")]
+        [
+            format!("{add}.name"),
+            format!("{add}.owners"),
+            format!("{add}.wasm")
+        ]
     );
     let quarantined = files(&dir.path().join("quarantine"));
     for expected in [
@@ -207,4 +217,49 @@ async fn a_restart_serves_only_what_the_store_wrote() {
             "{expected} not in {quarantined:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_hold_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let configure = |c: &mut wasmcage_server::ServerConfig| {
+        c.api_keys = vec![KEY_A.into(), KEY_B.into()];
+        c.quota.max_modules = 1;
+    };
+    let upload = |s: &Running, key: &'static str, module: &'static str| {
+        let request = s
+            .client
+            .post(format!("{}/v1/modules?name=m", s.base))
+            .header("x-api-key", key)
+            .body(module);
+        async move {
+            let r = request.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let one = "(module (func (export \"one\") (result i32) (i32.const 1)))";
+    let two = "(module (func (export \"two\") (result i32) (i32.const 2)))";
+    let s = start_at(dir.path(), configure).await;
+    let (status, first) = upload(&s, KEY_A, one).await;
+    assert_eq!(status, 201, "{first}");
+    s.shut_down().await;
+    // The store knows the owner by a digest, never by the key itself.
+    for file in files(&dir.path().join("modules")) {
+        let bytes = std::fs::read(dir.path().join("modules").join(&file)).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(KEY_A),
+            "{file} holds the key"
+        );
+    }
+
+    let s = start_at(dir.path(), configure).await;
+    ready(&s, first["id"].as_str().unwrap()).await;
+    let (status, body) = upload(&s, KEY_A, two).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (403, "quota_exceeded"),
+        "{body}"
+    );
+    let (status, body) = upload(&s, KEY_B, two).await;
+    assert_eq!(status, 201, "{body}");
 }
