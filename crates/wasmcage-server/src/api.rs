@@ -345,15 +345,7 @@ impl State {
                             Err(e) => {
                                 // Only a file this server wrote can be here, and it compiled
                                 // then; one that no longer does is kept aside, not served.
-                                let path = loader.config.data_dir.join("modules");
-                                loader.store.quarantine(
-                                    &path.join(format!("{}.wasm", s.id)),
-                                    &e.to_string(),
-                                );
-                                loader.store.quarantine(
-                                    &path.join(format!("{}.name", s.id)),
-                                    "its module was quarantined",
-                                );
+                                loader.store.quarantine_module(&s.id, &e.to_string());
                                 None
                             }
                         }

@@ -129,9 +129,7 @@ impl Store {
         match fs::read(&path) {
             Ok(bytes) if hash_hex(&bytes) == id => Some(bytes),
             Ok(_) => {
-                self.quarantine(&path, "its SHA-256 does not match its name");
-                self.quarantine(&self.name_path(id), "its module was quarantined");
-                self.quarantine(&self.owners_path(id), "its module was quarantined");
+                self.quarantine_module(id, "its SHA-256 does not match its name");
                 None
             }
             Err(e) => {
@@ -141,8 +139,16 @@ impl Store {
         }
     }
 
+    /// Moves a module and its metadata into quarantine.
+    pub(crate) fn quarantine_module(&self, id: &str, why: &str) {
+        self.quarantine(&self.wasm(id), why);
+        for meta in [self.name_path(id), self.owners_path(id)] {
+            self.quarantine(&meta, "its module was quarantined");
+        }
+    }
+
     /// Moves `path` into the quarantine directory, never overwriting an earlier arrival.
-    pub(crate) fn quarantine(&self, path: &Path, why: &str) {
+    fn quarantine(&self, path: &Path, why: &str) {
         let Some(file_name) = path.file_name() else {
             return;
         };
