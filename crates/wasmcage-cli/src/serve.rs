@@ -41,6 +41,8 @@ pub fn main(args: ServeArgs) -> ExitCode {
         print!("{}", config.to_toml());
         return ExitCode::SUCCESS;
     }
+    // Uploads compile in a child process of this binary, under the configured budget.
+    config.compile_worker = crate::compile_worker(config.compile_timeout, config.compile_memory);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

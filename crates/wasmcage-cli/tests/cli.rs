@@ -521,3 +521,90 @@ fn compiling_stops_at_its_budget() {
         text(&out.stderr)
     );
 }
+
+/// One HTTP/1.1 request over a fresh connection; `None` while nothing listens yet.
+fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let status = answer.get(9..12)?.parse().ok()?;
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((status, body))
+}
+
+/// Polls until `path` answers `status` (waiting for a state, never for a time), or panics
+/// after 60 s.
+fn wait_for(port: u16, path: &str, status: u16) -> String {
+    let guard = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some((s, body)) = http(port, "GET", path, "")
+            && s == status
+        {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < guard,
+            "{path} never answered {status}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_server_killed_after_an_upload_keeps_the_module() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n",
+            dir.path().join("data")
+        ),
+    )
+    .unwrap();
+    let serve = || {
+        Command::new(env!("CARGO_BIN_EXE_wasmcage"))
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .env_remove("WASMCAGE_API_KEYS")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start wasmcage serve")
+    };
+    let mut server = serve();
+    wait_for(port, "/livez", 200);
+    let add = "(module (func (export \"add\") (param i32 i32) (result i32) (i32.add (local.get 0) (local.get 1))))";
+    let (status, body) = http(port, "POST", "/v1/modules?name=add.wat", add).unwrap();
+    assert_eq!(status, 201, "{body}");
+    let id = body.split("\"id\":\"").nth(1).unwrap()[..64].to_owned();
+    // SIGKILL: no shutdown, no flush; the 201 promised the module is on disk.
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    let mut server = serve();
+    let described = wait_for(port, &format!("/v1/modules/{id}"), 200);
+    assert!(described.contains("\"name\":\"add.wat\""), "{described}");
+    let (status, out) = http(
+        port,
+        "POST",
+        &format!("/v1/modules/{id}/invoke"),
+        r#"{"export":"add","args":[2,3]}"#,
+    )
+    .unwrap();
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_eq!(status, 200, "{out}");
+    assert!(out.contains("\"results\":[5]"), "{out}");
+}

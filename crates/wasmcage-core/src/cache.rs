@@ -165,6 +165,21 @@ impl ModuleCache {
         self.insert(info, compiled, observer);
     }
 
+    /// Drops a module from memory and deletes its file on disk, if any. Executions already
+    /// holding the module keep their copy; a missing file is not an error.
+    pub(crate) fn forget(&self, hash: &ModuleHash) -> std::io::Result<()> {
+        {
+            let mut memory = self.lock();
+            if let Some(entry) = memory.entries.remove(hash) {
+                memory.bytes -= entry.compiled.size_bytes;
+            }
+        }
+        match self.path(hash).map(std::fs::remove_file) {
+            Some(Err(e)) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     fn insert(&self, info: &ModuleInfo, compiled: Arc<Compiled>, observer: &dyn Observer) {
         let mut evicted = Vec::new();
         {

@@ -261,6 +261,13 @@ impl Engine {
         self.inner.cache.stats()
     }
 
+    /// Forgets a compiled module: drops it from the in-memory cache and deletes its
+    /// serialized code from the disk cache, so that a module its owner deleted leaves no
+    /// native code behind. `Module` handles already held keep working.
+    pub fn forget(&self, hash: &ModuleHash) -> std::io::Result<()> {
+        self.inner.cache.forget(hash)
+    }
+
     /// Reads and compiles a `.wasm` or `.wat` file; the module is named after the file.
     pub fn compile_file(&self, path: &std::path::Path) -> Result<Module, Error> {
         let bytes = std::fs::read(path).map_err(|source| Error::ReadModule {

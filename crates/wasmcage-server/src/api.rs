@@ -1,15 +1,17 @@
 //! The `/v1` API: state, routes, handlers, errors and authentication.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::rejection::{BytesRejection, JsonRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, Request};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, Request};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,6 +19,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value as Json_, json};
 use subtle::ConstantTimeEq;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use wasmcage::health::{HealthConfig, HealthMonitor};
 use wasmcage::health_checks::CanaryCheck;
 use wasmcage::metrics::{Metrics, MetricsConfig};
@@ -25,23 +28,21 @@ use wasmcage::{
     CommandInput, Engine, EngineConfig, Limits, Module, Policy, PoolConfig, Profile, Sandbox, Value,
 };
 
+use crate::store::{self, Store};
 use crate::{ServerConfig, ServerError};
 
 /// Token buckets per API key.
 struct RateLimiter {
     limit: crate::config::RateLimit,
-    buckets: std::sync::Mutex<HashMap<String, (f64, std::time::Instant)>>,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
 }
 
 impl RateLimiter {
     /// Takes a token for `who`, or says how long until one is free.
     fn take(&self, who: &str) -> Result<(), Duration> {
-        let now = std::time::Instant::now();
+        let now = Instant::now();
         let burst = f64::from(self.limit.burst);
-        let mut buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         let (tokens, last) = buckets.entry(who.to_owned()).or_insert((burst, now));
         *tokens =
             (*tokens + now.duration_since(*last).as_secs_f64() * self.limit.per_second).min(burst);
@@ -50,29 +51,208 @@ impl RateLimiter {
             *tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64(
-                (1.0 - *tokens) / self.limit.per_second,
-            ))
+            // Saturating: a tiny rate must never turn into a panic on an infinite duration.
+            let wait = (1.0 - *tokens) / self.limit.per_second;
+            Err(Duration::try_from_secs_f64(wait).unwrap_or(Duration::MAX))
         }
     }
 }
 
+/// Failed authentications per client address, in fixed windows.
+struct AuthThrottle {
+    config: crate::config::AuthThrottle,
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+impl AuthThrottle {
+    /// Entries kept before expired ones are swept.
+    const SWEEP_AT: usize = 4096;
+    /// Addresses tracked at most, so that an attacker with very many addresses cannot grow
+    /// the table without bound; past it, new addresses are not tracked until entries expire
+    /// (each address still gets no more than its own guesses per window).
+    const MAX_TRACKED: usize = 65_536;
+
+    /// `Err(wait)` while `ip` has failed too often in its current window.
+    fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+        let failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        match failures.get(&ip) {
+            Some(&(count, since)) if count >= self.config.max_failures => {
+                let elapsed = since.elapsed();
+                if elapsed < self.config.window {
+                    Err(self.config.window - elapsed)
+                } else {
+                    Ok(())
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn fail(&self, ip: IpAddr) {
+        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        let window = self.config.window;
+        if failures.len() >= Self::SWEEP_AT && !failures.contains_key(&ip) {
+            failures.retain(|_, (_, since)| since.elapsed() < window);
+            if failures.len() >= Self::MAX_TRACKED {
+                return;
+            }
+        }
+        let now = Instant::now();
+        let entry = failures.entry(ip).or_insert((0, now));
+        if now.duration_since(entry.1) >= window {
+            *entry = (0, now);
+        }
+        entry.0 = entry.0.saturating_add(1);
+    }
+}
+
+/// Bounds on what runs at once: execution slots (global and per key) and a memory budget,
+/// counted in 64 KiB wasm pages.
+struct Admission {
+    config: crate::config::Admission,
+    global: Arc<Semaphore>,
+    per_key: Mutex<HashMap<String, Arc<Semaphore>>>,
+    memory: Arc<Semaphore>,
+    memory_pages: u32,
+}
+
+/// What an admitted execution holds until it ends (or its request is dropped).
+#[allow(dead_code)] // Held for their `Drop`, never read.
+struct Admitted(
+    OwnedSemaphorePermit,
+    OwnedSemaphorePermit,
+    OwnedSemaphorePermit,
+);
+
+const PAGE: u64 = 64 << 10;
+
+fn pages(bytes: u64) -> u32 {
+    u32::try_from(bytes.div_ceil(PAGE)).unwrap_or(u32::MAX)
+}
+
+impl Admission {
+    fn new(config: crate::config::Admission) -> Self {
+        // Semaphores hold at most `Semaphore::MAX_PERMITS`, far above u32::MAX pages.
+        let memory_pages = pages(config.memory_budget);
+        Admission {
+            config,
+            global: Arc::new(Semaphore::new(config.max_executions)),
+            per_key: Mutex::default(),
+            memory: Arc::new(Semaphore::new(memory_pages as usize)),
+            memory_pages,
+        }
+    }
+
+    /// Waits up to the configured time for a slot of `who`'s, a global slot and
+    /// `memory_bytes` of the budget; or says why not.
+    async fn admit(&self, who: &str, memory_bytes: u64) -> Result<Admitted, ApiError> {
+        let key = self
+            .per_key
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(who.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.config.max_executions_per_key)))
+            .clone();
+        // A request never needs more than the whole budget; validation keeps the largest
+        // memory limit inside it.
+        let want = pages(memory_bytes).min(self.memory_pages);
+        let busy = |what: String| ApiError::busy(what, 1);
+        let acquire = async {
+            let k = key.clone().acquire_owned().await;
+            let g = self.global.clone().acquire_owned().await;
+            let m = self.memory.clone().acquire_many_owned(want).await;
+            match (k, g, m) {
+                (Ok(k), Ok(g), Ok(m)) => Ok(Admitted(k, g, m)),
+                // The semaphores are never closed.
+                _ => Err(busy("the server is shutting down".into())),
+            }
+        };
+        match tokio::time::timeout(self.config.wait, acquire).await {
+            Ok(admitted) => admitted,
+            Err(_) if key.available_permits() == 0 => Err(busy(format!(
+                "this API key already runs {} executions, the most it may; retry when one ends",
+                self.config.max_executions_per_key
+            ))),
+            Err(_) => Err(busy(format!(
+                "the server is at capacity ({} executions at once, {} MiB of memory limits); retry later",
+                self.config.max_executions,
+                self.config.memory_budget >> 20
+            ))),
+        }
+    }
+
+    /// Why no execution could start now, if none could.
+    fn full(&self) -> Option<String> {
+        if self.global.available_permits() == 0 {
+            Some(format!(
+                "all {} execution slots are in use",
+                self.config.max_executions
+            ))
+        } else if self.memory.available_permits() == 0 {
+            Some("the memory budget is used up".into())
+        } else {
+            None
+        }
+    }
+}
+
+/// A module the service knows: compiling (after an upload or at start), or ready.
+#[derive(Clone)]
+enum Slot {
+    Compiling {
+        name: String,
+        size: u64,
+        /// Becomes `Some` once the compile (and the store) ended, either way.
+        done: watch::Receiver<Option<Result<(), ApiError>>>,
+    },
+    Ready(Module),
+}
+
+/// What one API key has stored, by the key's digest; the store's `.owners` files keep it
+/// across restarts.
+#[derive(Default)]
+struct Account {
+    modules: BTreeSet<String>,
+    bytes: u64,
+}
+
+/// Who made a request: its API key, or `anonymous` when the server has no keys.
+#[derive(Clone)]
+pub(crate) struct Caller(Arc<str>);
+
 /// Everything the handlers share.
 pub(crate) struct State {
     limiter: Option<RateLimiter>,
-    config: ServerConfig,
+    throttle: AuthThrottle,
+    admission: Admission,
+    pub(crate) config: ServerConfig,
     engine: Engine,
-    modules: RwLock<HashMap<String, Module>>,
-    module_dir: PathBuf,
+    modules: RwLock<BTreeMap<String, Slot>>,
+    accounts: Mutex<HashMap<String, Account>>,
+    store: Store,
+    /// Serializes writes and removals in the store with the map updates that go with them,
+    /// so that a delete and a concurrent upload of the same bytes cannot interleave.
+    store_lock: tokio::sync::Mutex<()>,
+    compiles: Arc<Semaphore>,
+    compiles_per_key: Mutex<HashMap<Arc<str>, Arc<Semaphore>>>,
+    /// One WAT parse at a time per key: parsing costs CPU like a small compile, but has its
+    /// own slot so that identical uploads can still wait for one compile together.
+    parses_per_key: Mutex<HashMap<Arc<str>, Arc<Semaphore>>>,
     pub(crate) health: Arc<HealthMonitor>,
     metrics: Arc<Metrics>,
 }
 
 impl State {
     pub(crate) fn new(config: ServerConfig) -> Result<Self, ServerError> {
-        let module_dir = config.data_dir.join("modules");
-        std::fs::create_dir_all(&module_dir).map_err(|e| {
-            ServerError::Start(format!("cannot create {}: {e}", module_dir.display()))
+        let store = Store::new(
+            config.data_dir.join("modules"),
+            config.data_dir.join("quarantine"),
+        )
+        .map_err(|e| {
+            ServerError::Start(format!(
+                "cannot create {}: {e}",
+                config.data_dir.join("modules").display()
+            ))
         })?;
         let metrics = Arc::new(
             Metrics::new(MetricsConfig::default())
@@ -83,6 +263,14 @@ impl State {
                 dir: Some(config.data_dir.join("cache")),
                 ..Default::default()
             },
+            compile_worker: config
+                .compile_worker
+                .clone()
+                .map(|w| wasmcage::core::CompileWorker {
+                    timeout: config.compile_timeout,
+                    memory_bytes: config.compile_memory,
+                    ..w
+                }),
             ..EngineConfig::default()
         };
         let engine = Engine::with_observer(engine_config, metrics.clone())
@@ -105,60 +293,125 @@ impl State {
             limit,
             buckets: Default::default(),
         });
-        let state = State {
+        Ok(State {
             limiter,
+            throttle: AuthThrottle {
+                config: config.auth_throttle,
+                failures: Mutex::default(),
+            },
+            admission: Admission::new(config.admission),
+            compiles: Arc::new(Semaphore::new(config.max_concurrent_compiles)),
+            compiles_per_key: Mutex::default(),
+            parses_per_key: Mutex::default(),
             config,
             engine,
             modules: RwLock::default(),
-            module_dir,
+            accounts: Mutex::default(),
+            store,
+            store_lock: tokio::sync::Mutex::new(()),
             health,
             metrics,
-        };
-        state.reload();
-        Ok(state)
+        })
     }
 
-    /// Modules stored by an earlier run of the service are served again.
-    fn reload(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.module_dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let (Some(stem), Ok(bytes)) = (
-                path.file_stem().and_then(|s| s.to_str()),
-                std::fs::read(&path),
-            ) else {
-                continue;
-            };
-            let name = std::fs::read_to_string(path.with_extension("name"))
-                .unwrap_or_else(|_| stem.to_owned());
-            if let Ok(module) = self.engine.compile(&name, &bytes) {
-                self.modules
-                    .write()
-                    .expect("module map lock")
-                    .insert(module.info().hash.to_string(), module);
+    /// Lists the store (quarantining what does not belong) and marks each module compiling;
+    /// the returned task verifies and compiles them in the background, at most
+    /// `max_concurrent_compiles` at once, so that the server listens at once.
+    pub(crate) fn reload(self: &Arc<Self>) -> impl Future<Output = ()> + Send + 'static {
+        let stored = self.store.scan();
+        let mut senders = Vec::with_capacity(stored.len());
+        {
+            let mut modules = self.modules.write().expect("module map lock");
+            for s in stored {
+                let (tx, rx) = watch::channel(None);
+                modules.insert(
+                    s.id.clone(),
+                    Slot::Compiling {
+                        name: s.name.clone(),
+                        size: s.size,
+                        done: rx,
+                    },
+                );
+                senders.push((s, tx));
             }
+        }
+        let state = self.clone();
+        async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            for (s, tx) in senders {
+                let state = state.clone();
+                tasks.spawn(async move {
+                    let Ok(_permit) = state.compiles.clone().acquire_owned().await else {
+                        return;
+                    };
+                    let loader = state.clone();
+                    let id = s.id.clone();
+                    let loaded = tokio::task::spawn_blocking(move || {
+                        let bytes = loader.store.verify(&s.id)?;
+                        match loader.engine.compile(&s.name, &bytes) {
+                            Ok(module) => Some(module),
+                            Err(e) => {
+                                // Only a file this server wrote can be here, and it compiled
+                                // then; one that no longer does is kept aside, not served.
+                                loader.store.quarantine_module(&s.id, &e.to_string());
+                                None
+                            }
+                        }
+                    })
+                    .await
+                    .ok()
+                    .flatten();
+                    let mut modules = state.modules.write().expect("module map lock");
+                    match loaded {
+                        Some(module) => {
+                            let size = module.size_bytes();
+                            modules.insert(id.clone(), Slot::Ready(module));
+                            drop(modules);
+                            // Quotas count what each key stored before the restart.
+                            let owners = state.store.owners(&id);
+                            let mut accounts = state
+                                .accounts
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner);
+                            for owner in owners {
+                                let account = accounts.entry(owner).or_default();
+                                if account.modules.insert(id.clone()) {
+                                    account.bytes += size;
+                                }
+                            }
+                            drop(accounts);
+                            let _ = tx.send(Some(Ok(())));
+                        }
+                        None => {
+                            modules.remove(&id);
+                            let _ = tx.send(Some(Err(unknown_module(&id))));
+                        }
+                    }
+                });
+            }
+            while tasks.join_next().await.is_some() {}
         }
     }
 
-    fn module(&self, id: &str) -> Result<Module, ApiError> {
+    fn slot(&self, id: &str) -> Option<Slot> {
         self.modules
             .read()
             .expect("module map lock")
             .get(id)
             .cloned()
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "unknown_module",
-                    format!("no module with id {id:?}; upload it with POST /v1/modules"),
-                )
-            })
     }
 
-    /// A sandbox under the server's (or the requested) profile, with limits clamped to the
-    /// server's maxima.
+    /// A module ready to run, or 404, or 503 while it compiles.
+    fn module(&self, id: &str) -> Result<Module, ApiError> {
+        match self.slot(id) {
+            Some(Slot::Ready(m)) => Ok(m),
+            Some(Slot::Compiling { .. }) => Err(compiling(id)),
+            None => Err(unknown_module(id)),
+        }
+    }
+
+    /// A sandbox under the server's profile or a narrower requested one, with limits no
+    /// higher than the profile's and the server's maxima.
     fn sandbox(
         &self,
         profile: Option<&str>,
@@ -167,13 +420,27 @@ impl State {
     ) -> Result<Sandbox, ApiError> {
         let profile = match profile {
             None => self.config.profile,
-            Some(p) => p
-                .parse::<Profile>()
-                .map_err(|e| ApiError::bad("bad_profile", e))?,
+            Some(p) => {
+                let requested = p
+                    .parse::<Profile>()
+                    .map_err(|e| ApiError::bad("bad_profile", e))?;
+                if rank(requested) > rank(self.config.profile) {
+                    return Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "policy_widening",
+                        format!(
+                            "this server runs the {} profile; a request may choose it or a narrower one (strict < standard < permissive), not {}",
+                            self.config.profile.as_str(),
+                            requested.as_str()
+                        ),
+                    ));
+                }
+                requested
+            }
         };
         let base = Policy::profile(profile);
-        let max = &self.config.max_limits;
-        let mut l = base.limits.clone();
+        let ceiling = lower(&base.limits, &self.config.max_limits);
+        let mut l = ceiling.clone();
         if let Some(r) = limits {
             if let Some(fuel) = r.fuel {
                 l.fuel = Some(fuel);
@@ -192,19 +459,8 @@ impl State {
                 l.max_stderr_bytes = o;
             }
         }
-        // A request can lower every limit, and raise none past the server's maxima.
-        let clamped = Limits {
-            memory_bytes: l.memory_bytes.min(max.memory_bytes),
-            fuel: match (l.fuel, max.fuel) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (None, b) => b,
-                (a, None) => a,
-            },
-            timeout: l.timeout.min(max.timeout),
-            max_stdout_bytes: l.max_stdout_bytes.min(max.max_stdout_bytes),
-            max_stderr_bytes: l.max_stderr_bytes.min(max.max_stderr_bytes),
-            ..l
-        };
+        // A request can lower every limit, and raise none past its profile or the server.
+        let clamped = lower(&l, &ceiling);
         let mut builder = base.to_builder().limits(clamped);
         for (key, value) in env {
             if !self.config.allowed_env.contains(key) {
@@ -225,6 +481,124 @@ impl State {
             .build()
             .map_err(|e| ApiError::bad("bad_limits", e.to_string()))
     }
+
+    /// Adds `id` to `who`'s account, or refuses when that would pass the quota; `true` when
+    /// `who` did not hold it yet.
+    fn charge(&self, who: &Arc<str>, id: &str, size: u64) -> Result<bool, ApiError> {
+        let mut accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
+        let account = accounts.entry(owner_of(who)).or_default();
+        if account.modules.contains(id) {
+            return Ok(false);
+        }
+        let quota = &self.config.quota;
+        if account.modules.len() >= quota.max_modules {
+            return Err(quota_exceeded(format!(
+                "this API key stores {} modules, the most it may; delete one first",
+                account.modules.len()
+            )));
+        }
+        if account.bytes.saturating_add(size) > quota.max_bytes {
+            return Err(quota_exceeded(format!(
+                "this API key stores {} bytes of modules; {size} more would pass its quota of {} bytes; delete some first",
+                account.bytes, quota.max_bytes
+            )));
+        }
+        account.modules.insert(id.to_owned());
+        account.bytes += size;
+        Ok(true)
+    }
+
+    /// Takes `id` off every account that holds it (`only`: just that key's).
+    fn refund(&self, id: &str, size: u64, only: Option<&Arc<str>>) {
+        let only = only.map(|who| owner_of(who));
+        let mut accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
+        for (owner, account) in accounts.iter_mut() {
+            if only.as_ref().is_some_and(|o| o != owner) {
+                continue;
+            }
+            if account.modules.remove(id) {
+                account.bytes = account.bytes.saturating_sub(size);
+            }
+        }
+    }
+
+    /// The digests of the keys that hold `id`, sorted.
+    fn owners(&self, id: &str) -> Vec<String> {
+        let accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut owners: Vec<String> = accounts
+            .iter()
+            .filter(|(_, a)| a.modules.contains(id))
+            .map(|(owner, _)| owner.clone())
+            .collect();
+        owners.sort();
+        owners
+    }
+
+    /// Records `id`'s owners in the store, if it is still stored. A failure only weakens
+    /// quota accounting after a restart, so it is a warning, not an error for the client.
+    async fn save_owners(self: &Arc<Self>, id: &str) {
+        let _store = self.store_lock.lock().await;
+        if !matches!(self.slot(id), Some(Slot::Ready(_))) {
+            return;
+        }
+        let (state, id, owners) = (self.clone(), id.to_owned(), self.owners(id));
+        let saved = tokio::task::spawn_blocking(move || state.store.put_owners(&id, &owners)).await;
+        if let Ok(Err(e)) = saved {
+            store::warn(&format!("cannot record a module's owners: {e}"));
+        }
+    }
+
+    /// `who`'s one slot in `slots`.
+    fn key_slot(
+        slots: &Mutex<HashMap<Arc<str>, Arc<Semaphore>>>,
+        who: &Arc<str>,
+    ) -> Arc<Semaphore> {
+        slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(who.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(1)))
+            .clone()
+    }
+}
+
+/// The digest an API key is known by in the store: keys themselves never touch the disk.
+fn owner_of(who: &str) -> String {
+    store::hash_hex(who.as_bytes())
+}
+
+/// strict < standard < permissive: what each profile grants is a superset of the previous.
+fn rank(p: Profile) -> u8 {
+    match p {
+        Profile::Strict => 0,
+        Profile::Standard => 1,
+        Profile::Permissive => 2,
+    }
+}
+
+/// The lower of two optional limits, where `None` means unlimited.
+fn lower_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+/// Every limit at the lower of the two.
+fn lower(a: &Limits, b: &Limits) -> Limits {
+    Limits {
+        memory_bytes: a.memory_bytes.min(b.memory_bytes),
+        table_elements: a.table_elements.min(b.table_elements),
+        instances: a.instances.min(b.instances),
+        tables: a.tables.min(b.tables),
+        memories: a.memories.min(b.memories),
+        fuel: lower_opt(a.fuel, b.fuel),
+        timeout: a.timeout.min(b.timeout),
+        max_stdout_bytes: a.max_stdout_bytes.min(b.max_stdout_bytes),
+        max_stderr_bytes: a.max_stderr_bytes.min(b.max_stderr_bytes),
+        disk_bytes: lower_opt(a.disk_bytes, b.disk_bytes),
+    }
 }
 
 fn size(v: &Json_) -> Result<u64, String> {
@@ -235,11 +609,14 @@ fn size(v: &Json_) -> Result<u64, String> {
     }
 }
 
-/// An error answer: a status and `{"error": {"code", "message"}}`.
+/// An error answer: a status and `{"error": {"code", "message"}}`, with `Retry-After` when
+/// trying again later can help.
+#[derive(Clone, Debug)]
 pub(crate) struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -248,21 +625,67 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
     fn bad(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
+
+    fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    fn busy(message: impl Into<String>, retry_after: u64) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message).retry_after(retry_after)
+    }
+
+    fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds.max(1));
+        self
+    }
+}
+
+fn unknown_module(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_module",
+        format!("no module with id {id:?}; upload it with POST /v1/modules"),
+    )
+}
+
+fn compiling(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "module_compiling",
+        format!("module {id} is still being compiled; retry shortly"),
+    )
+    .retry_after(1)
+}
+
+fn quota_exceeded(message: String) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "quota_exceeded", message)
+}
+
+/// Whole seconds to wait, at least one, saturating instead of overflowing.
+fn seconds(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_add(u64::from(d.subsec_nanos() > 0))
+        .max(1)
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             self.status,
             Json(json!({"error": {"code": self.code, "message": self.message}})),
         )
-            .into_response()
+            .into_response();
+        if let Some(s) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, s.into());
+        }
+        response
     }
 }
 
@@ -301,10 +724,15 @@ fn core_error(e: wasmcage::Error) -> ApiError {
             "bad_arguments"
         }
         E::NotACommand { .. } => "not_a_command",
-        E::PoolExhausted { .. } => {
-            return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string());
+        E::ModuleTooLarge { .. } => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "module_too_large",
+                e.to_string(),
+            );
         }
-        _ => return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        E::PoolExhausted { .. } | E::Capacity(_) => return ApiError::busy(e.to_string(), 1),
+        _ => return ApiError::internal(e.to_string()),
     };
     ApiError::bad(code, e.to_string())
 }
@@ -315,6 +743,11 @@ pub(crate) fn router(state: Arc<State>) -> axum::Router {
         .route("/v1/modules/{id}", get(describe).delete(remove))
         .route("/v1/modules/{id}/invoke", post(invoke))
         .route("/v1/modules/{id}/run", post(run))
+        // Layers run outside in: authenticate first, then read the body under its deadline.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            read_body,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
@@ -324,7 +757,11 @@ pub(crate) fn router(state: Arc<State>) -> axum::Router {
     let monitoring = monitoring::router(Monitoring {
         metrics: Some(state.metrics.clone()),
         health: Some(state.health.clone()),
-    });
+    })
+    .layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        guard_monitoring,
+    ));
     api.merge(monitoring)
         .route(
             "/v1/openapi.json",
@@ -339,65 +776,182 @@ pub(crate) fn router(state: Arc<State>) -> axum::Router {
         })
 }
 
-/// With API keys configured, every `/v1` request needs one, as `Authorization: Bearer <key>`
-/// or `X-API-Key: <key>`, compared in constant time.
-async fn authenticate(
+/// The monitoring routes with the server's own rules: `/metrics` behind a key when so
+/// configured, and `/readyz` not ready while no execution could be admitted.
+async fn guard_monitoring(
     axum::extract::State(state): axum::extract::State<Arc<State>>,
-    headers: HeaderMap,
     request: Request,
     next: Next,
 ) -> Response {
+    let path = request.uri().path();
+    if path.starts_with("/metrics") && state.config.metrics_require_key {
+        if let Err(refused) = check_key(&state, &request) {
+            return refused;
+        }
+    } else if path == "/readyz"
+        && let Some(why) = state.admission.full()
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "busy", "failing": [{"name": "capacity", "message": why}]})),
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+/// The caller's key (or `anonymous` without keys), or the answer that refuses it: 401 for
+/// a missing or wrong key, 429 `auth_throttled` while its address has failed too often.
+#[allow(clippy::result_large_err)] // The error is the response itself, built once.
+fn check_key(state: &State, request: &Request) -> Result<Arc<str>, Response> {
     let keys = &state.config.api_keys;
     if keys.is_empty() {
-        return limit_rate(&state, "anonymous", request, next).await;
+        return Ok(Arc::from("anonymous"));
     }
+    let ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    // Throttled addresses are refused before their key is looked at, so that guessing
+    // learns nothing while throttled; other addresses are unaffected.
+    if let Some(Err(wait)) = ip.map(|ip| state.throttle.check(ip)) {
+        let s = seconds(wait);
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "auth_throttled",
+            format!("too many failed authentications from this address; retry in {s} s"),
+        )
+        .retry_after(s)
+        .into_response());
+    }
+    let headers: &HeaderMap = request.headers();
     let given = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
     let Some(given) = given else {
-        return ApiError::new(
+        return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "an API key is required: send Authorization: Bearer <key>",
         )
-        .into_response();
+        .into_response());
     };
     // Compare against every key, without stopping early, so timing says nothing about which.
     let matched = keys.iter().fold(0u8, |acc, key| {
         acc | u8::from(bool::from(key.as_bytes().ct_eq(given.as_bytes())))
     });
     if matched == 1 {
-        let who = given.to_owned();
-        limit_rate(&state, &who, request, next).await
+        Ok(Arc::from(given))
     } else {
-        ApiError::new(
+        if let Some(ip) = ip {
+            state.throttle.fail(ip);
+        }
+        Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "the API key is not valid",
         )
-        .into_response()
+        .into_response())
     }
 }
 
-/// Refuses with 429 and `Retry-After` when `who` has used up its requests.
-async fn limit_rate(state: &State, who: &str, request: Request, next: Next) -> Response {
-    if let Some(Err(wait)) = state.limiter.as_ref().map(|l| l.take(who)) {
-        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
-        let mut response = ApiError::new(
+/// With API keys configured, every `/v1` request needs one, as `Authorization: Bearer <key>`
+/// or `X-API-Key: <key>`, compared in constant time. The caller is then rate limited.
+async fn authenticate(
+    axum::extract::State(state): axum::extract::State<Arc<State>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let who = match check_key(&state, &request) {
+        Ok(who) => who,
+        Err(refused) => return refused,
+    };
+    if let Some(Err(wait)) = state.limiter.as_ref().map(|l| l.take(&who)) {
+        let s = seconds(wait);
+        return ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
-            format!("too many requests for this API key; retry in {seconds} s"),
+            format!("too many requests for this API key; retry in {s} s"),
         )
+        .retry_after(s)
         .into_response();
-        response.headers_mut().insert("retry-after", seconds.into());
-        return response;
     }
+    request.extensions_mut().insert(Caller(who));
     next.run(request).await
 }
 
-/// Runs a handler's work under the request timeout.
+/// Reads the whole body within `body_read_timeout` (408 `body_timeout` otherwise) and at
+/// most `max_body_bytes` (413 `body_too_large`), so that a client trickling a body cannot
+/// hold a handler, and with it an execution slot, for long.
+async fn read_body(
+    axum::extract::State(state): axum::extract::State<Arc<State>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, mut body) = request.into_parts();
+    let max = state.config.max_body_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is larger than the server's limit of {max} bytes"),
+        )
+        .into_response()
+    };
+    if parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > max as u64)
+    {
+        return too_large();
+    }
+    let read = async {
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(frame) =
+            std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+        {
+            let frame = frame.map_err(|e| {
+                ApiError::bad("bad_body", format!("cannot read the request body: {e}"))
+                    .into_response()
+            })?;
+            if let Ok(data) = frame.into_data() {
+                if buf.len() + data.len() > max {
+                    return Err(too_large());
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+        Ok(buf)
+    };
+    match tokio::time::timeout(state.config.body_read_timeout, read).await {
+        Ok(Ok(buf)) => next.run(Request::from_parts(parts, Body::from(buf))).await,
+        Ok(Err(refused)) => refused,
+        Err(_) => {
+            let mut response = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the request body did not arrive within {} ms",
+                    state.config.body_read_timeout.as_millis()
+                ),
+            )
+            .into_response();
+            // The rest of the body is unread; the connection cannot carry another request.
+            response.headers_mut().insert(
+                header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            response
+        }
+    }
+}
+
+/// Runs a handler's work under the request timeout. On timeout the work's future is
+/// dropped, which releases its admission and stops its execution.
 async fn limited<T>(
     state: &State,
     work: impl Future<Output = Result<T, ApiError>>,
@@ -429,7 +983,17 @@ fn describe_module(m: &Module) -> Json_ {
         "size_bytes": m.size_bytes(),
         "imports_wasi": m.imports_wasi(),
         "exports": exports,
+        "status": "ready",
     })
+}
+
+fn describe_slot(id: &str, slot: &Slot) -> Json_ {
+    match slot {
+        Slot::Ready(m) => describe_module(m),
+        Slot::Compiling { name, size, .. } => {
+            json!({"id": id, "name": name, "size_bytes": size, "status": "compiling"})
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -437,8 +1001,12 @@ struct UploadQuery {
     name: Option<String>,
 }
 
+/// Stores a module. Its identity is the SHA-256 of its binary: the same bytes uploaded again
+/// (under any name) are the same module, answered with 200 and the first name; a new module
+/// is a 201, sent only once it is compiled and durably stored.
 async fn upload(
     axum::extract::State(state): axum::extract::State<Arc<State>>,
+    Extension(Caller(who)): Extension<Caller>,
     Query(q): Query<UploadQuery>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Json_>), ApiError> {
@@ -450,41 +1018,245 @@ async fn upload(
         ));
     }
     let name = q.name.unwrap_or_else(|| "module".to_owned());
+    if name.len() > store::MAX_NAME_BYTES {
+        return Err(ApiError::bad(
+            "bad_name",
+            format!(
+                "the name is {} bytes long; use at most {}",
+                name.len(),
+                store::MAX_NAME_BYTES
+            ),
+        ));
+    }
+    // The hash first (WAT text becomes a binary; a binary is used as it is), so that a known
+    // module is answered without compiling. Text is parsed one upload at a time per key.
+    let parse_slot = if body.starts_with(b"\0asm") {
+        None
+    } else {
+        Some(acquire_key_slot(&state, &state.parses_per_key, &who, "parsing").await?)
+    };
+    let (binary, id) = {
+        let name = name.clone();
+        tokio::task::spawn_blocking(move || {
+            let binary = wat::parse_bytes(&body)
+                .map_err(|e| {
+                    core_error(wasmcage::Error::InvalidModule {
+                        name,
+                        reason: e.to_string(),
+                    })
+                })?
+                .into_owned();
+            let id = store::hash_hex(&binary);
+            Ok::<_, ApiError>((Arc::<[u8]>::from(binary), id))
+        })
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??
+    };
+    drop(parse_slot);
+    let size = binary.len() as u64;
+    // At most twice: a follower whose module turned out bad at start (and was quarantined)
+    // stores its own upload on the second round.
+    for _ in 0..2 {
+        let stored = {
+            let mut modules = state.modules.write().expect("module map lock");
+            match modules.get(&id) {
+                Some(Slot::Ready(m)) => Err(describe_module(m)),
+                Some(Slot::Compiling { done, .. }) => Ok((done.clone(), None)),
+                None => {
+                    state.charge(&who, &id, size)?;
+                    let (tx, rx) = watch::channel(None);
+                    modules.insert(
+                        id.clone(),
+                        Slot::Compiling {
+                            name: name.clone(),
+                            size,
+                            done: rx.clone(),
+                        },
+                    );
+                    Ok((rx, Some(tx)))
+                }
+            }
+        };
+        let (mut done, leader) = match stored {
+            Ok(waiting) => waiting,
+            // Already stored: answered at once, without compiling.
+            Err(described) => {
+                if state.charge(&who, &id, size)? {
+                    state.save_owners(&id).await;
+                }
+                return Ok((StatusCode::OK, Json(described)));
+            }
+        };
+        let created = leader.is_some();
+        // Whether this request made `who` an owner (the leader charged above).
+        let mut newly = created;
+        if let Some(tx) = leader {
+            // The compile and store run in a task of their own, so that a client that goes
+            // away cannot leave the module half-known; identical uploads wait for this one.
+            let state = state.clone();
+            let (id, who, name, binary) = (id.clone(), who.clone(), name.clone(), binary.clone());
+            tokio::spawn(async move {
+                let result = compile_and_store(&state, &who, &id, &name, binary).await;
+                if result.is_err() {
+                    state.modules.write().expect("module map lock").remove(&id);
+                    state.refund(&id, size, Some(&who));
+                }
+                let _ = tx.send(Some(result));
+            });
+        } else {
+            newly = state.charge(&who, &id, size)?;
+        }
+        let lost = || ApiError::internal("the compile task ended without an answer");
+        let outcome = done
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| lost())?
+            .clone()
+            .unwrap_or_else(|| Err(lost()));
+        match outcome {
+            Ok(()) => {
+                if newly && !created {
+                    state.save_owners(&id).await;
+                }
+                let module = state.module(&id)?;
+                let status = if created {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                };
+                return Ok((status, Json(describe_module(&module))));
+            }
+            Err(e) => {
+                if newly && !created {
+                    state.refund(&id, size, Some(&who));
+                }
+                if created || e.code != "unknown_module" {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Err(ApiError::busy(
+        "the module is being replaced; retry shortly",
+        1,
+    ))
+}
+
+/// Waits up to `compile_wait` for `who`'s one slot in `slots`, or answers 429 `busy`.
+async fn acquire_key_slot(
+    state: &State,
+    slots: &Mutex<HashMap<Arc<str>, Arc<Semaphore>>>,
+    who: &Arc<str>,
+    doing: &str,
+) -> Result<OwnedSemaphorePermit, ApiError> {
+    let key_slot = State::key_slot(slots, who);
+    tokio::time::timeout(state.config.compile_wait, key_slot.acquire_owned())
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "busy",
+                format!(
+                    "this API key is already {doing} a module; retry when that upload is answered"
+                ),
+            )
+            .retry_after(1)
+        })?
+        .map_err(|_| ApiError::internal("the compile slots are closed"))
+}
+
+/// Compiles under the compile bounds, stores durably, then makes the module ready.
+async fn compile_and_store(
+    state: &Arc<State>,
+    who: &Arc<str>,
+    id: &str,
+    name: &str,
+    binary: Arc<[u8]>,
+) -> Result<(), ApiError> {
+    let wait = state.config.compile_wait;
+    let _key = acquire_key_slot(state, &state.compiles_per_key, who, "compiling").await?;
+    let _global = tokio::time::timeout(wait, state.compiles.clone().acquire_owned())
+        .await
+        .map_err(|_| {
+            ApiError::busy(
+                format!(
+                    "the server is compiling {} modules, the most at once; retry shortly",
+                    state.config.max_concurrent_compiles
+                ),
+                1,
+            )
+        })?
+        .map_err(|_| ApiError::internal("the compile slots are closed"))?;
     let engine = state.engine.clone();
     let module = {
-        let (name, body) = (name.clone(), body.clone());
-        tokio::task::spawn_blocking(move || engine.compile(&name, &body))
+        let (name, binary) = (name.to_owned(), binary.clone());
+        tokio::task::spawn_blocking(move || engine.compile(&name, &binary))
             .await
-            .map_err(|e| {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-            })?
+            .map_err(|e| ApiError::internal(e.to_string()))?
             .map_err(core_error)?
     };
-    let id = module.info().hash.to_string();
-    let path = state.module_dir.join(format!("{id}.wasm"));
-    std::fs::write(&path, &body)
-        .and_then(|()| std::fs::write(path.with_extension("name"), &name))
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "storage",
-                format!("cannot store the module: {e}"),
-            )
-        })?;
-    let described = describe_module(&module);
+    let _store = state.store_lock.lock().await;
+    let writer = state.clone();
+    let (id_, name_, owners) = (id.to_owned(), name.to_owned(), state.owners(id));
+    tokio::task::spawn_blocking(move || {
+        writer.store.put(&id_, &binary, &name_)?;
+        writer.store.put_owners(&id_, &owners)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "storage",
+            format!("cannot store the module: {e}"),
+        )
+    })?;
     state
         .modules
         .write()
         .expect("module map lock")
-        .insert(id, module);
-    Ok((StatusCode::CREATED, Json(described)))
+        .insert(id.to_owned(), Slot::Ready(module));
+    Ok(())
 }
 
-async fn list(axum::extract::State(state): axum::extract::State<Arc<State>>) -> Json<Json_> {
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// One page of modules in id order; `next_cursor` is the last id of the page when more
+/// may follow.
+async fn list(
+    axum::extract::State(state): axum::extract::State<Arc<State>>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Json_>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad("bad_query", e.body_text()))?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad(
+            "bad_query",
+            format!("limit {limit} is out of range; use 1 to 1000"),
+        ));
+    }
     let modules = state.modules.read().expect("module map lock");
-    let mut all: Vec<Json_> = modules.values().map(describe_module).collect();
-    all.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
-    Json(json!({ "modules": all }))
+    let from = match &q.cursor {
+        Some(c) => Bound::Excluded(c.clone()),
+        None => Bound::Unbounded,
+    };
+    let page: Vec<Json_> = modules
+        .range((from, Bound::Unbounded))
+        .take(limit + 1)
+        .map(|(id, slot)| describe_slot(id, slot))
+        .collect();
+    let more = page.len() > limit;
+    let page: Vec<Json_> = page.into_iter().take(limit).collect();
+    let next = if more {
+        page.last().map(|m| m["id"].clone())
+    } else {
+        None
+    };
+    Ok(Json(json!({ "modules": page, "next_cursor": next })))
 }
 
 async fn describe(
@@ -494,19 +1266,35 @@ async fn describe(
     Ok(Json(describe_module(&state.module(&id)?)))
 }
 
+/// Deletes a module for every key: from memory, from the store (durably) and its compiled
+/// code from the engine's disk cache.
 async fn remove(
     axum::extract::State(state): axum::extract::State<Arc<State>>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.module(&id)?;
+    let _store = state.store_lock.lock().await;
+    let module = state.module(&id)?;
     state.modules.write().expect("module map lock").remove(&id);
-    let path = state.module_dir.join(format!("{id}.wasm"));
-    let _ = std::fs::remove_file(&path);
-    let _ = std::fs::remove_file(path.with_extension("name"));
+    state.refund(&id, module.size_bytes(), None);
+    let writer = state.clone();
+    let hash = module.info().hash;
+    tokio::task::spawn_blocking(move || {
+        writer.store.remove(&id)?;
+        writer.engine.forget(&hash)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "storage",
+            format!("cannot delete the module's files: {e}"),
+        )
+    })?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Limits a request may ask for; each is clamped to the server's maximum.
+/// Limits a request may ask for; each is clamped to its profile's and the server's maximum.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RequestLimits {
@@ -536,42 +1324,89 @@ fn to_json(v: &Value) -> Json_ {
     }
 }
 
+fn report_json(report: &wasmcage::ExecutionReport) -> Result<Json_, ApiError> {
+    serde_json::to_value(report).map_err(|e| ApiError::internal(e.to_string()))
+}
+
 async fn invoke(
     axum::extract::State(state): axum::extract::State<Arc<State>>,
+    Extension(Caller(who)): Extension<Caller>,
     Path(id): Path<String>,
     body: Result<Json<InvokeRequest>, JsonRejection>,
 ) -> Result<Json<Json_>, ApiError> {
     let Json(req) = body?;
     limited(&state, async {
         let module = state.module(&id)?;
-        let sandbox = state.sandbox(req.profile.as_deref(), req.limits.as_ref(), &BTreeMap::new())?;
+        let sandbox = state.sandbox(
+            req.profile.as_deref(),
+            req.limits.as_ref(),
+            &BTreeMap::new(),
+        )?;
         let export = module
             .exports()
             .into_iter()
             .find(|e| e.name == req.export)
-            .ok_or_else(|| core_error(wasmcage::Error::ExportNotFound {
-                module: module.info().name.to_string(),
-                export: req.export.clone(),
-                available: module.exports().into_iter().map(|e| e.name).collect(),
-            }))?;
+            .ok_or_else(|| {
+                core_error(wasmcage::Error::ExportNotFound {
+                    module: module.info().name.to_string(),
+                    export: req.export.clone(),
+                    available: module.exports().into_iter().map(|e| e.name).collect(),
+                })
+            })?;
         let params = export.params.unwrap_or_default();
         if params.len() != req.args.len() {
-            return Err(ApiError::bad("bad_arguments", format!("export `{}` takes {} argument(s), {} given", req.export, params.len(), req.args.len())));
+            return Err(ApiError::bad(
+                "bad_arguments",
+                format!(
+                    "export `{}` takes {} argument(s), {} given",
+                    req.export,
+                    params.len(),
+                    req.args.len()
+                ),
+            ));
         }
         let mut args = Vec::with_capacity(params.len());
         for (i, (ty, arg)) in params.iter().zip(&req.args).enumerate() {
             let text = match arg {
                 Json_::Number(n) => n.to_string(),
                 Json_::String(s) => s.clone(),
-                other => return Err(ApiError::bad("bad_arguments", format!("args[{i}]: {other} is not a number"))),
+                other => {
+                    return Err(ApiError::bad(
+                        "bad_arguments",
+                        format!("args[{i}]: {other} is not a number"),
+                    ));
+                }
             };
-            args.push(Value::parse(&text, *ty).map_err(|e| ApiError::bad("bad_arguments", format!("args[{i}]: {e}")))?);
+            args.push(
+                Value::parse(&text, *ty)
+                    .map_err(|e| ApiError::bad("bad_arguments", format!("args[{i}]: {e}")))?,
+            );
         }
-        let out = sandbox.call_async(&module, &req.export, &args).await.map_err(core_error)?;
+        let _admitted = state
+            .admission
+            .admit(&who, sandbox.limits().memory_bytes)
+            .await?;
+        let out = sandbox
+            .call_async(&module, &req.export, &args)
+            .await
+            .map_err(core_error)?;
         let results: Vec<Json_> = out.results.iter().map(to_json).collect();
-        Ok(Json(json!({"results": results, "report": serde_json::to_value(&out.report).expect("a report serialises")})))
+        Ok(Json(
+            json!({"results": results, "report": report_json(&out.report)?}),
+        ))
     })
     .await
+}
+
+/// How `run` returns the guest's output.
+#[derive(Deserialize, Default, Clone, Copy, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum OutputEncoding {
+    /// UTF-8 text; invalid sequences become U+FFFD.
+    #[default]
+    Text,
+    /// The exact bytes, base64 (standard alphabet, padded).
+    Base64,
 }
 
 #[derive(Deserialize)]
@@ -585,16 +1420,28 @@ struct RunRequest {
     env: BTreeMap<String, String>,
     limits: Option<RequestLimits>,
     profile: Option<String>,
+    #[serde(default)]
+    output: OutputEncoding,
+}
+
+fn stdin_too_large(max: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "stdin_too_large",
+        format!("stdin is larger than the server's limit of {max} bytes"),
+    )
 }
 
 async fn run(
     axum::extract::State(state): axum::extract::State<Arc<State>>,
+    Extension(Caller(who)): Extension<Caller>,
     Path(id): Path<String>,
     body: Result<Json<RunRequest>, JsonRejection>,
 ) -> Result<Json<Json_>, ApiError> {
     let Json(req) = body?;
     limited(&state, async {
         let module = state.module(&id)?;
+        let max = state.config.max_stdin_bytes;
         let stdin = match (req.stdin, req.stdin_base64) {
             (Some(_), Some(_)) => {
                 return Err(ApiError::bad(
@@ -602,15 +1449,34 @@ async fn run(
                     "give stdin or stdin_base64, not both",
                 ));
             }
-            (Some(text), None) => text.into_bytes(),
-            (None, Some(b64)) => base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .map_err(|e| {
-                    ApiError::bad("bad_stdin", format!("stdin_base64 is not base64: {e}"))
-                })?,
+            (Some(text), None) => {
+                if text.len() as u64 > max {
+                    return Err(stdin_too_large(max));
+                }
+                text.into_bytes()
+            }
+            (None, Some(b64)) => {
+                // Checked before decoding, so that no oversized buffer is ever made.
+                if (b64.len() as u64 / 4).saturating_mul(3) > max.saturating_add(2) {
+                    return Err(stdin_too_large(max));
+                }
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .map_err(|e| {
+                        ApiError::bad("bad_stdin", format!("stdin_base64 is not base64: {e}"))
+                    })?;
+                if bytes.len() as u64 > max {
+                    return Err(stdin_too_large(max));
+                }
+                bytes
+            }
             (None, None) => Vec::new(),
         };
         let sandbox = state.sandbox(req.profile.as_deref(), req.limits.as_ref(), &req.env)?;
+        let _admitted = state
+            .admission
+            .admit(&who, sandbox.limits().memory_bytes)
+            .await?;
         let out = sandbox
             .run_command_async(
                 &module,
@@ -621,17 +1487,67 @@ async fn run(
             )
             .await
             .map_err(core_error)?;
-        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        // Each stream once, in the encoding the client chose: never both, which would double
+        // what a guest's output costs the server to send.
+        let encode = |b: &[u8]| match req.output {
+            OutputEncoding::Text => Json_::String(String::from_utf8_lossy(b).into_owned()),
+            OutputEncoding::Base64 => {
+                Json_::String(base64::engine::general_purpose::STANDARD.encode(b))
+            }
+        };
         Ok(Json(json!({
             "exit_code": out.report.exit_code,
-            "stdout": String::from_utf8_lossy(&out.stdout),
-            "stderr": String::from_utf8_lossy(&out.stderr),
-            "stdout_base64": b64(&out.stdout),
-            "stderr_base64": b64(&out.stderr),
+            "output_encoding": match req.output { OutputEncoding::Text => "text", OutputEncoding::Base64 => "base64" },
+            "stdout": encode(&out.stdout),
+            "stderr": encode(&out.stderr),
             "stdout_truncated": out.report.stdout_truncated,
             "stderr_truncated": out.report.stderr_truncated,
-            "report": serde_json::to_value(&out.report).expect("a report serialises"),
+            "report": report_json(&out.report)?,
         })))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_saturate_instead_of_panicking() {
+        // Validation refuses such a rate; the limiter must not panic even if one slips by.
+        let limiter = RateLimiter {
+            limit: crate::config::RateLimit {
+                per_second: 1e-300,
+                burst: 1,
+            },
+            buckets: Mutex::default(),
+        };
+        assert!(limiter.take("k").is_ok());
+        let wait = limiter.take("k").unwrap_err();
+        assert_eq!(wait, Duration::MAX);
+        assert_eq!(seconds(wait), u64::MAX);
+        assert_eq!(seconds(Duration::from_millis(1)), 1);
+        assert_eq!(seconds(Duration::from_millis(1500)), 2);
+        assert_eq!(pages(u64::MAX), u32::MAX);
+        assert_eq!(pages(1), 1);
+    }
+
+    #[test]
+    fn limits_only_go_down() {
+        let low = Limits {
+            fuel: Some(10),
+            memory_bytes: 1 << 20,
+            ..Limits::default()
+        };
+        let unmetered = Limits {
+            fuel: None,
+            memory_bytes: 1 << 30,
+            ..Limits::default()
+        };
+        assert_eq!(lower(&low, &unmetered), low);
+        assert_eq!(lower(&unmetered, &low), low);
+        assert_eq!(lower(&unmetered, &unmetered).fuel, None);
+        assert!(rank(Profile::Strict) < rank(Profile::Standard));
+        assert!(rank(Profile::Standard) < rank(Profile::Permissive));
+    }
 }

@@ -34,6 +34,111 @@ pub struct ServerConfig {
     /// Requests per second allowed per API key (anonymous callers share one bucket);
     /// `None` (the default) sets no rate limit.
     pub rate_limit: Option<RateLimit>,
+    /// Whether `/metrics` and `/metrics/performance` need a valid API key like `/v1`
+    /// (file key `metrics_require_key`, default `false`). The probes never need one.
+    pub metrics_require_key: bool,
+    /// How failed authentication is throttled per client IP (file table `[auth_throttle]`).
+    pub auth_throttle: AuthThrottle,
+    /// Bounds on concurrent executions and their memory (file table `[admission]`).
+    pub admission: Admission,
+    /// Per-key bounds on stored modules (file table `[quota]`).
+    pub quota: Quota,
+    /// The largest stdin a `run` request may give, in bytes, after base64 decoding (file key
+    /// `max_stdin`, default 4 MiB); more is a 413 `stdin_too_large`.
+    pub max_stdin_bytes: u64,
+    /// How long a client may take to send a request's headers (file key
+    /// `header_read_timeout`, default 10 s). hyper also applies it to the wait for the next
+    /// request on a kept-alive connection, so it is the idle keep-alive limit as well.
+    pub header_read_timeout: Duration,
+    /// How long a client may take to send a whole request body (file key
+    /// `body_read_timeout`, default 10 s); a slower body is a 408 `body_timeout`.
+    pub body_read_timeout: Duration,
+    /// After a shutdown signal, how long in-flight requests may still run before `serve`
+    /// returns anyway (file key `shutdown_timeout`, default 30 s).
+    pub shutdown_timeout: Duration,
+    /// Modules compiled at once, across all keys (file key `max_concurrent_compiles`,
+    /// default 2); each key compiles one module at a time.
+    pub max_concurrent_compiles: usize,
+    /// How long an upload waits for a compile slot before a 503 `busy` (file key
+    /// `compile_wait`, default 2 s).
+    pub compile_wait: Duration,
+    /// The longest one module may take to compile (file key `compile_timeout`, default
+    /// 60 s); enforced when a compile worker is set.
+    pub compile_timeout: Duration,
+    /// The most memory one compile may use (file key `compile_memory`, default 4 GiB);
+    /// enforced when a compile worker is set.
+    pub compile_memory: u64,
+    /// The child process that compiles under `compile_timeout` and `compile_memory`
+    /// (`wasmcage serve` sets itself); `None` compiles in the server's own process, bounded
+    /// by the engine's static compile limits only. Not a file key.
+    pub compile_worker: Option<wasmcage::core::CompileWorker>,
+}
+
+/// Failed-authentication throttling: after `max_failures` failures from one IP address within
+/// `window`, every request from that address is a 429 `auth_throttled` until the window ends,
+/// whether its key is right or not, so that guessing keys learns nothing while throttled.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AuthThrottle {
+    /// Failures allowed per window (default 10, at least 1).
+    pub max_failures: u32,
+    /// The window, counted from the first failure (default 60 s).
+    pub window: Duration,
+}
+
+/// Admission control: what a server runs at once. A request beyond these waits up to `wait`,
+/// then gets a 503 `busy` with `Retry-After`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Admission {
+    /// Executions at once across all callers (default 32 per available core, at most
+    /// [`Admission::ENGINE_SLOTS`]: the engine's pooling allocator has that many instance
+    /// slots, and the server never asks it for more).
+    pub max_executions: usize,
+    /// Executions at once per API key; anonymous callers share one (default: a quarter of
+    /// `max_executions`, at least 1).
+    pub max_executions_per_key: usize,
+    /// The most the `memory_bytes` limits of running executions may add up to (default
+    /// 2 GiB).
+    pub memory_budget: u64,
+    /// How long a request waits for capacity before it is refused (default 1 s).
+    pub wait: Duration,
+}
+
+impl Admission {
+    /// Instance slots the server's executions may use: the engine's 256 pooling slots less
+    /// a reserve for the health canary's warm pool.
+    pub const ENGINE_SLOTS: usize = 248;
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let max_executions = (2 * cores * 16).min(Self::ENGINE_SLOTS);
+        Admission {
+            max_executions,
+            max_executions_per_key: (max_executions / 4).max(1),
+            memory_budget: 2 << 30,
+            wait: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What one API key may store (anonymous callers share one account). Module identity is the
+/// content hash, so a module stored by two keys counts for both.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quota {
+    /// Modules per key (default 1000).
+    pub max_modules: usize,
+    /// Bytes of module binaries per key (default 1 GiB).
+    pub max_bytes: u64,
+}
+
+impl Default for Quota {
+    fn default() -> Self {
+        Quota {
+            max_modules: 1000,
+            max_bytes: 1 << 30,
+        }
+    }
 }
 
 /// A token bucket: `per_second` sustained, bursts of up to `burst`.
@@ -58,6 +163,11 @@ impl Default for ServerConfig {
                 timeout: Duration::from_secs(30),
                 max_stdout_bytes: 4 << 20,
                 max_stderr_bytes: 4 << 20,
+                // One table and one memory per execution, so that every admitted execution
+                // fits in the engine's pooling slots (see `Admission::ENGINE_SLOTS`).
+                tables: 1,
+                memories: 1,
+                instances: 1,
                 ..Limits::default()
             },
             api_keys: Vec::new(),
@@ -65,6 +175,22 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(60),
             allowed_env: Vec::new(),
             rate_limit: None,
+            metrics_require_key: false,
+            auth_throttle: AuthThrottle {
+                max_failures: 10,
+                window: Duration::from_secs(60),
+            },
+            admission: Admission::default(),
+            quota: Quota::default(),
+            max_stdin_bytes: 4 << 20,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(30),
+            max_concurrent_compiles: 2,
+            compile_wait: Duration::from_secs(2),
+            compile_timeout: Duration::from_secs(60),
+            compile_memory: 4 << 30,
+            compile_worker: None,
         }
     }
 }
@@ -92,8 +218,44 @@ struct File {
     max_body: Option<String>,
     request_timeout: Option<String>,
     allowed_env: Option<Vec<String>>,
+    metrics_require_key: Option<bool>,
+    max_stdin: Option<String>,
+    header_read_timeout: Option<String>,
+    body_read_timeout: Option<String>,
+    shutdown_timeout: Option<String>,
+    max_concurrent_compiles: Option<usize>,
+    compile_wait: Option<String>,
+    compile_timeout: Option<String>,
+    compile_memory: Option<String>,
+    // Tables last: TOML needs plain values before tables.
     rate_limit: Option<RateLimit>,
     max_limits: Option<FileLimits>,
+    auth_throttle: Option<FileAuthThrottle>,
+    admission: Option<FileAdmission>,
+    quota: Option<FileQuota>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct FileAuthThrottle {
+    max_failures: Option<u32>,
+    window: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct FileAdmission {
+    max_executions: Option<usize>,
+    max_executions_per_key: Option<usize>,
+    memory_budget: Option<String>,
+    wait: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct FileQuota {
+    max_modules: Option<usize>,
+    max_bytes: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -103,6 +265,37 @@ struct FileLimits {
     fuel: Option<u64>,
     timeout: Option<String>,
     max_output: Option<String>,
+    disk: Option<String>,
+}
+
+/// The keys in a `WASMCAGE_API_KEYS` value: comma-separated, trimmed. An empty value means
+/// no keys; an empty entry in a list is a mistake (a stray comma) that would otherwise go
+/// unnoticed, so it is refused.
+fn env_keys(value: &str) -> Result<Vec<String>, ServerError> {
+    if value.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    value
+        .split(',')
+        .map(str::trim)
+        .map(|key| {
+            if key.is_empty() {
+                Err(bad(
+                    "WASMCAGE_API_KEYS",
+                    "contains an empty key; separate non-empty keys with single commas",
+                ))
+            } else {
+                Ok(key.to_owned())
+            }
+        })
+        .collect()
+}
+
+/// The shortest API key accepted: shorter keys are guessable.
+const MIN_KEY_CHARS: usize = 16;
+
+fn ms(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
 }
 
 fn bad(key: &str, reason: impl std::fmt::Display) -> ServerError {
@@ -140,13 +333,68 @@ impl ServerConfig {
             c.allowed_env = env;
         }
         if let Some(rate) = file.rate_limit {
-            if rate.per_second.is_nan() || rate.per_second <= 0.0 || rate.burst == 0 {
-                return Err(bad(
-                    "rate_limit",
-                    "per_second and burst must be larger than zero",
-                ));
-            }
             c.rate_limit = Some(rate);
+        }
+        if let Some(v) = file.metrics_require_key {
+            c.metrics_require_key = v;
+        }
+        if let Some(v) = file.max_stdin {
+            c.max_stdin_bytes = parse_size(&v).map_err(|e| bad("max_stdin", e))?;
+        }
+        let duration = |key: &str, v: &str| parse_duration(v).map_err(|e| bad(key, e));
+        if let Some(v) = file.header_read_timeout {
+            c.header_read_timeout = duration("header_read_timeout", &v)?;
+        }
+        if let Some(v) = file.body_read_timeout {
+            c.body_read_timeout = duration("body_read_timeout", &v)?;
+        }
+        if let Some(v) = file.shutdown_timeout {
+            c.shutdown_timeout = duration("shutdown_timeout", &v)?;
+        }
+        if let Some(v) = file.max_concurrent_compiles {
+            c.max_concurrent_compiles = v;
+        }
+        if let Some(v) = file.compile_wait {
+            c.compile_wait = duration("compile_wait", &v)?;
+        }
+        if let Some(v) = file.compile_timeout {
+            c.compile_timeout = duration("compile_timeout", &v)?;
+        }
+        if let Some(v) = file.compile_memory {
+            c.compile_memory = parse_size(&v).map_err(|e| bad("compile_memory", e))?;
+        }
+        if let Some(t) = file.auth_throttle {
+            if let Some(v) = t.max_failures {
+                c.auth_throttle.max_failures = v;
+            }
+            if let Some(v) = t.window {
+                c.auth_throttle.window = duration("auth_throttle.window", &v)?;
+            }
+        }
+        if let Some(a) = file.admission {
+            if let Some(v) = a.max_executions {
+                c.admission.max_executions = v;
+                // The per-key default follows the global bound unless it is set too.
+                c.admission.max_executions_per_key = (v / 4).max(1);
+            }
+            if let Some(v) = a.max_executions_per_key {
+                c.admission.max_executions_per_key = v;
+            }
+            if let Some(v) = a.memory_budget {
+                c.admission.memory_budget =
+                    parse_size(&v).map_err(|e| bad("admission.memory_budget", e))?;
+            }
+            if let Some(v) = a.wait {
+                c.admission.wait = duration("admission.wait", &v)?;
+            }
+        }
+        if let Some(q) = file.quota {
+            if let Some(v) = q.max_modules {
+                c.quota.max_modules = v;
+            }
+            if let Some(v) = q.max_bytes {
+                c.quota.max_bytes = parse_size(&v).map_err(|e| bad("quota.max_bytes", e))?;
+            }
         }
         if let Some(l) = file.max_limits {
             if let Some(m) = l.memory {
@@ -165,9 +413,117 @@ impl ServerConfig {
                 c.max_limits.max_stdout_bytes = o;
                 c.max_limits.max_stderr_bytes = o;
             }
+            if let Some(d) = l.disk {
+                c.max_limits.disk_bytes = match d.as_str() {
+                    "none" => None,
+                    d => Some(parse_size(d).map_err(|e| bad("max_limits.disk", e))?),
+                };
+            }
         }
-        c.add_env_keys();
+        c.add_env_keys()?;
+        c.validate()?;
         Ok(c)
+    }
+
+    /// Checks every value's range; [`Server::bind`](crate::Server::bind) calls it too, so a
+    /// configuration built in code is held to the same rules as a file.
+    pub fn validate(&self) -> Result<(), ServerError> {
+        for (i, key) in self.api_keys.iter().enumerate() {
+            if key.chars().count() < MIN_KEY_CHARS {
+                return Err(bad(
+                    "api_keys",
+                    format!(
+                        "key #{} is {} characters long; every key needs at least {MIN_KEY_CHARS} (generate one with `openssl rand -hex 32`)",
+                        i + 1,
+                        key.chars().count()
+                    ),
+                ));
+            }
+        }
+        if let Some(rate) = self.rate_limit {
+            // NaN fails both comparisons, so it is refused too.
+            if !(0.001..=1e6).contains(&rate.per_second) {
+                return Err(bad(
+                    "rate_limit.per_second",
+                    format!("{} is out of range; use 0.001 to 1000000", rate.per_second),
+                ));
+            }
+            if !(1..=1_000_000).contains(&rate.burst) {
+                return Err(bad(
+                    "rate_limit.burst",
+                    format!("{} is out of range; use 1 to 1000000", rate.burst),
+                ));
+            }
+        }
+        if self.auth_throttle.max_failures == 0 {
+            return Err(bad("auth_throttle.max_failures", "must be at least 1"));
+        }
+        let a = &self.admission;
+        // Every execution may hold up to this many pooling slots (memories or tables).
+        let slots_each = self
+            .max_limits
+            .memories
+            .max(self.max_limits.tables)
+            .max(self.max_limits.instances)
+            .max(1) as usize;
+        if a.max_executions == 0
+            || a.max_executions.saturating_mul(slots_each) > Admission::ENGINE_SLOTS
+        {
+            return Err(bad(
+                "admission.max_executions",
+                format!(
+                    "{} is out of range; use 1 to {} (the engine has {} instance slots for executions, and each may use {slots_each})",
+                    a.max_executions,
+                    Admission::ENGINE_SLOTS / slots_each,
+                    Admission::ENGINE_SLOTS
+                ),
+            ));
+        }
+        if a.max_executions_per_key == 0 || a.max_executions_per_key > a.max_executions {
+            return Err(bad(
+                "admission.max_executions_per_key",
+                format!(
+                    "{} is out of range; use 1 to max_executions ({})",
+                    a.max_executions_per_key, a.max_executions
+                ),
+            ));
+        }
+        if a.memory_budget < self.max_limits.memory_bytes.max(1) {
+            return Err(bad(
+                "admission.memory_budget",
+                format!(
+                    "{} bytes cannot hold even one execution at max_limits.memory ({} bytes)",
+                    a.memory_budget, self.max_limits.memory_bytes
+                ),
+            ));
+        }
+        if self.quota.max_modules == 0 || self.quota.max_bytes == 0 {
+            return Err(bad(
+                "quota",
+                "max_modules and max_bytes must be larger than zero",
+            ));
+        }
+        if !(1..=256).contains(&self.max_concurrent_compiles) {
+            return Err(bad(
+                "max_concurrent_compiles",
+                format!(
+                    "{} is out of range; use 1 to 256",
+                    self.max_concurrent_compiles
+                ),
+            ));
+        }
+        for (key, d) in [
+            ("request_timeout", self.request_timeout),
+            ("header_read_timeout", self.header_read_timeout),
+            ("body_read_timeout", self.body_read_timeout),
+            ("shutdown_timeout", self.shutdown_timeout),
+            ("auth_throttle.window", self.auth_throttle.window),
+        ] {
+            if d.is_zero() {
+                return Err(bad(key, "must be longer than zero"));
+            }
+        }
+        Ok(())
     }
 
     /// Reads a configuration file, or the defaults when `path` is `None`.
@@ -175,7 +531,8 @@ impl ServerConfig {
         match path {
             None => {
                 let mut c = ServerConfig::default();
-                c.add_env_keys();
+                c.add_env_keys()?;
+                c.validate()?;
                 Ok(c)
             }
             Some(p) => {
@@ -187,15 +544,15 @@ impl ServerConfig {
         }
     }
 
-    fn add_env_keys(&mut self) {
-        if let Ok(keys) = std::env::var("WASMCAGE_API_KEYS") {
-            self.api_keys.extend(
-                keys.split(',')
-                    .map(str::trim)
-                    .filter(|k| !k.is_empty())
-                    .map(String::from),
-            );
+    fn add_env_keys(&mut self) -> Result<(), ServerError> {
+        match std::env::var("WASMCAGE_API_KEYS") {
+            Ok(keys) => self.api_keys.extend(env_keys(&keys)?),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err(bad("WASMCAGE_API_KEYS", "is not valid UTF-8"));
+            }
+            Err(std::env::VarError::NotPresent) => {}
         }
+        Ok(())
     }
 
     /// The effective configuration in the file format (API keys shown only as a count).
@@ -214,13 +571,80 @@ impl ServerConfig {
             request_timeout: Some(format!("{}ms", self.request_timeout.as_millis())),
             allowed_env: Some(self.allowed_env.clone()),
             rate_limit: self.rate_limit,
+            metrics_require_key: Some(self.metrics_require_key),
+            max_stdin: Some(self.max_stdin_bytes.to_string()),
+            header_read_timeout: Some(ms(self.header_read_timeout)),
+            body_read_timeout: Some(ms(self.body_read_timeout)),
+            shutdown_timeout: Some(ms(self.shutdown_timeout)),
+            max_concurrent_compiles: Some(self.max_concurrent_compiles),
+            compile_wait: Some(ms(self.compile_wait)),
+            compile_timeout: Some(ms(self.compile_timeout)),
+            compile_memory: Some(self.compile_memory.to_string()),
+            auth_throttle: Some(FileAuthThrottle {
+                max_failures: Some(self.auth_throttle.max_failures),
+                window: Some(ms(self.auth_throttle.window)),
+            }),
+            admission: Some(FileAdmission {
+                max_executions: Some(self.admission.max_executions),
+                max_executions_per_key: Some(self.admission.max_executions_per_key),
+                memory_budget: Some(self.admission.memory_budget.to_string()),
+                wait: Some(ms(self.admission.wait)),
+            }),
+            quota: Some(FileQuota {
+                max_modules: Some(self.quota.max_modules),
+                max_bytes: Some(self.quota.max_bytes.to_string()),
+            }),
             max_limits: Some(FileLimits {
                 memory: Some(self.max_limits.memory_bytes.to_string()),
                 fuel: self.max_limits.fuel,
                 timeout: Some(format!("{}ms", self.max_limits.timeout.as_millis())),
                 max_output: Some(self.max_limits.max_stdout_bytes.to_string()),
+                disk: Some(
+                    self.max_limits
+                        .disk_bytes
+                        .map_or_else(|| "none".to_owned(), |d| d.to_string()),
+                ),
             }),
         };
         toml::to_string(&file).expect("the configuration serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admission_fits_the_engines_pooling_slots() {
+        // The server builds its engine with the default pooling configuration; if core
+        // changes it, the admission bound must follow.
+        let pool = wasmcage::core::PoolingConfig::default();
+        assert_eq!(Admission::ENGINE_SLOTS + 8, pool.total_instances as usize);
+        let default = ServerConfig::default();
+        assert!(default.admission.max_executions <= Admission::ENGINE_SLOTS);
+        assert_eq!(
+            (default.max_limits.memories, default.max_limits.tables),
+            (1, 1)
+        );
+        default.validate().unwrap();
+    }
+
+    #[test]
+    fn environment_keys_are_checked_like_file_keys() {
+        let key = "0123456789abcdef";
+        assert_eq!(env_keys("").unwrap(), Vec::<String>::new());
+        assert_eq!(
+            env_keys(&format!(" {key} ,{key}x")).unwrap(),
+            [key.to_owned(), format!("{key}x")]
+        );
+        let err = env_keys(&format!("{key},,{key}")).unwrap_err().to_string();
+        assert!(err.contains("empty key"), "{err}");
+        // A short key from the environment is refused by the same validation as the file's.
+        let config = ServerConfig {
+            api_keys: env_keys("short").unwrap(),
+            ..ServerConfig::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("at least 16"), "{err}");
     }
 }

@@ -9,11 +9,13 @@
 mod api;
 mod config;
 pub mod openapi;
+mod store;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-pub use config::{RateLimit, ServerConfig};
+pub use config::{Admission, AuthThrottle, Quota, RateLimit, ServerConfig};
 
 /// An error starting or configuring the service.
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +60,13 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     /// Checks the configuration, builds the engine, store and observers, and binds.
+    ///
+    /// Modules stored by an earlier run are listed (what does not belong is quarantined) but
+    /// not compiled here: a background task verifies and compiles them while the server
+    /// already answers, and a request for one still compiling is a 503 `module_compiling`.
+    /// Must be called within a tokio runtime.
     pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
+        config.validate()?;
         if config.api_keys.is_empty() && !config.listen.ip().is_loopback() {
             return Err(ServerError::Unprotected(config.listen));
         }
@@ -70,6 +78,7 @@ impl Server {
                 addr: config.listen,
                 source,
             })?;
+        tokio::spawn(state.reload());
         Ok(Server {
             listener,
             app,
@@ -85,17 +94,74 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes, then stops accepting and lets in-flight requests
-    /// (and their executions) finish.
+    /// (and their executions) finish for at most `shutdown_timeout`, and returns.
+    ///
+    /// Each connection is served by hyper directly (not `axum::serve`) so that a client must
+    /// send its request headers within `header_read_timeout` (which also bounds an idle
+    /// kept-alive connection), and so that shutdown has a deadline.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let config = &self.state.config;
         let monitor = self.state.health.clone().spawn();
-        let result = axum::serve(self.listener, self.app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(config.header_read_timeout)
+            .keep_alive(true);
+        let (closing, close) = tokio::sync::watch::channel(false);
+        let mut connections = tokio::task::JoinSet::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                // Reap finished connections so that the set stays as large as what is open.
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                accepted = self.listener.accept() => {
+                    let (stream, remote) = match accepted {
+                        Ok(a) => a,
+                        Err(_) => {
+                            // Out of file descriptors or a connection reset before accept:
+                            // pause briefly instead of spinning, then keep serving.
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let app = self.app.clone();
+                    let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                        request
+                            .extensions_mut()
+                            .insert(axum::extract::ConnectInfo(remote));
+                        tower_service::Service::call(&mut app.clone(), request.map(axum::body::Body::new))
+                    });
+                    let connection = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    let mut close = close.clone();
+                    connections.spawn(async move {
+                        let mut connection = std::pin::pin!(connection);
+                        tokio::select! {
+                            _ = connection.as_mut() => {}
+                            _ = close.changed() => {
+                                // Finish the request in flight, if any, then close.
+                                connection.as_mut().graceful_shutdown();
+                                let _ = connection.await;
+                            }
+                        }
+                    });
+                }
+            }
+        }
+        drop(self.listener);
+        let _ = closing.send(true);
+        let drained = async { while connections.join_next().await.is_some() {} };
+        if tokio::time::timeout(config.shutdown_timeout, drained)
+            .await
+            .is_err()
+        {
+            // Past the deadline: whatever is still open is dropped, its handlers with it.
+            connections.abort_all();
+        }
         monitor.stop().await;
-        result
+        Ok(())
     }
 }
 

@@ -2,6 +2,9 @@
 
 #![allow(missing_docs)]
 
+mod hardening;
+mod store;
+
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -22,26 +25,42 @@ const ECHO: &str = r#"(module
     (i32.store (i32.const 4) (i32.load (i32.const 8)))
     (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
 
+/// API keys long enough for the server to accept.
+const KEY_A: &str = "key-a-0123456789abcdef";
+const KEY_B: &str = "key-b-0123456789abcdef";
+
 struct Running {
     base: String,
+    addr: std::net::SocketAddr,
     client: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<std::io::Result<()>>,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 async fn start(configure: impl FnOnce(&mut ServerConfig)) -> Running {
     let dir = tempfile::tempdir().unwrap();
+    let mut running = start_at(dir.path(), configure).await;
+    running._dir = Some(dir);
+    running
+}
+
+/// A server on `data_dir`, which the caller keeps (to restart on it).
+async fn start_at(
+    data_dir: &std::path::Path,
+    configure: impl FnOnce(&mut ServerConfig),
+) -> Running {
     let mut config = ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().to_owned(),
+        data_dir: data_dir.to_owned(),
         ..ServerConfig::default()
     };
     config.max_limits.fuel = Some(50_000_000);
     config.max_limits.timeout = Duration::from_secs(5);
     configure(&mut config);
     let server = Server::bind(config).await.unwrap();
-    let base = format!("http://{}", server.local_addr());
+    let addr = server.local_addr();
+    let base = format!("http://{addr}");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let done = tokio::spawn(server.serve(async {
         let _ = stopped.await;
@@ -49,14 +68,47 @@ async fn start(configure: impl FnOnce(&mut ServerConfig)) -> Running {
     let client = wasmcage::alert::http_client(Duration::from_secs(30)).unwrap();
     Running {
         base,
+        addr,
         client,
         stop: Some(stop),
         done,
-        _dir: dir,
+        _dir: None,
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, failing after 30 s: waiting for a
+/// state, never for a time.
+async fn eventually<T, F: Future<Output = Option<T>>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let guard = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(std::time::Instant::now() < guard, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 impl Running {
+    async fn post_with(&self, path: &str, key: &str, body: Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.base))
+            .header("x-api-key", key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Stops the server gracefully and waits until `serve` returned.
+    async fn shut_down(mut self) {
+        self.stop.take().unwrap().send(()).unwrap();
+        (&mut self.done).await.unwrap().unwrap();
+    }
+
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         let r = self
             .client
@@ -270,13 +322,16 @@ async fn upload_invoke_run_and_every_error_class() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_keys_and_body_limits() {
     let s = start(|c| {
-        c.api_keys = vec!["k1".into(), "k2".into()];
+        c.api_keys = vec![KEY_A.into(), KEY_B.into()];
         c.max_body_bytes = 1024;
     })
     .await;
     let (status, body) = s.upload("add.wat", ADD).await;
     assert_eq!((status, error_code(&body)), (401, "unauthorized"));
-    for header in [("authorization", "Bearer k2"), ("x-api-key", "k1")] {
+    for (header, expected) in [
+        (("authorization", format!("Bearer {KEY_B}")), 201),
+        (("x-api-key", KEY_A.to_owned()), 200),
+    ] {
         let r = s
             .client
             .post(format!("{}/v1/modules?name=add.wat", s.base))
@@ -285,12 +340,13 @@ async fn api_keys_and_body_limits() {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status().as_u16(), 201);
+        // The second upload of the same bytes finds the module already stored.
+        assert_eq!(r.status().as_u16(), expected);
     }
     let r = s
         .client
         .get(format!("{}/v1/modules", s.base))
-        .header("x-api-key", "wrong")
+        .header("x-api-key", "wrong-key-0123456789")
         .send()
         .await
         .unwrap();
@@ -299,7 +355,7 @@ async fn api_keys_and_body_limits() {
     let r = s
         .client
         .post(format!("{}/v1/modules?name=big", s.base))
-        .header("x-api-key", "k1")
+        .header("x-api-key", KEY_A)
         .body(big)
         .send()
         .await
@@ -327,8 +383,13 @@ async fn a_server_without_keys_refuses_a_public_address() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_in_flight_executions() {
-    // No fuel ceiling, so the guest runs until its 800 ms timeout.
-    let mut s = start(|c| c.max_limits.fuel = None).await;
+    // No fuel ceiling (the permissive profile has none either), so the guest runs until its
+    // 800 ms timeout.
+    let mut s = start(|c| {
+        c.max_limits.fuel = None;
+        c.profile = wasmcage::Profile::Permissive;
+    })
+    .await;
     let (_, module) = s.upload("add.wat", ADD).await;
     let id = module["id"].as_str().unwrap().to_owned();
     let url = format!("{}/v1/modules/{id}/invoke", s.base);
@@ -336,9 +397,7 @@ async fn shutdown_drains_in_flight_executions() {
     let busy = tokio::spawn(async move {
         client
             .post(url)
-            .json(
-                &json!({"export": "spin", "profile": "permissive", "limits": {"timeout_ms": 800}}),
-            )
+            .json(&json!({"export": "spin", "limits": {"timeout_ms": 800}}))
             .send()
             .await
             .unwrap()
@@ -374,7 +433,7 @@ async fn shutdown_drains_in_flight_executions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_key_has_its_own_rate_limit() {
     let s = start(|c| {
-        c.api_keys = vec!["a".into(), "b".into()];
+        c.api_keys = vec![KEY_A.into(), KEY_B.into()];
         c.rate_limit = Some(wasmcage_server::RateLimit {
             per_second: 0.5,
             burst: 2,
@@ -392,9 +451,9 @@ async fn each_key_has_its_own_rate_limit() {
                 .unwrap()
         }
     };
-    assert_eq!(get("a").await.status().as_u16(), 200);
-    assert_eq!(get("a").await.status().as_u16(), 200);
-    let limited = get("a").await;
+    assert_eq!(get(KEY_A).await.status().as_u16(), 200);
+    assert_eq!(get(KEY_A).await.status().as_u16(), 200);
+    let limited = get(KEY_A).await;
     assert_eq!(limited.status().as_u16(), 429);
     let retry: u64 = limited.headers()["retry-after"]
         .to_str()
@@ -407,7 +466,7 @@ async fn each_key_has_its_own_rate_limit() {
         "rate_limited"
     );
     // Another key is unaffected.
-    assert_eq!(get("b").await.status().as_u16(), 200);
+    assert_eq!(get(KEY_B).await.status().as_u16(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
