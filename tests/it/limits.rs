@@ -73,13 +73,44 @@ fn memory_grow_bomb_hits_the_memory_limit() {
         (func (export "bomb") (loop (drop (memory.grow (i32.const 1))) (br 0))))"#);
     let out = sandbox(Limits {
         memory_bytes: 4 << 20,
+        on_memory_limit: wasmcage::core::OnMemoryLimit::Terminate,
         ..tight()
     })
     .call(&bomb, "bomb", &[])
     .unwrap();
     assert_eq!(out.report.outcome, Outcome::MemoryLimit);
+    assert!(out.report.memory_limit_hit);
     assert_eq!(out.report.memory_peak_bytes, 4 << 20);
     assert_eq!(out.report.memory_limit_bytes, 4 << 20);
+}
+
+/// By default a grow past the limit is refused the WebAssembly way: `memory.grow` returns
+/// -1, the guest handles it and completes, and the report and a security event say the
+/// limit was hit.
+#[test]
+fn a_refused_grow_returns_minus_one_and_the_guest_carries_on() {
+    let (engine, recorder) = recorded_engine();
+    let module = engine
+        .compile(
+            "grow.wat",
+            br#"(module (memory 1)
+        (func (export "grow") (result i32) (memory.grow (i32.const 100))))"#,
+        )
+        .unwrap();
+    let sandbox = Sandbox::builder(&engine).limits(tight()).build().unwrap();
+    let out = sandbox.call(&module, "grow", &[]).unwrap();
+    assert_eq!(out.report.outcome, Outcome::Completed);
+    assert_eq!(out.results, [Value::I32(-1)]);
+    assert!(out.report.memory_limit_hit);
+    assert_eq!(out.report.memory_peak_bytes, 65536);
+    assert!(
+        recorder
+            .security_events()
+            .iter()
+            .any(|e| e.capability == "memory"),
+        "{:?}",
+        recorder.security_events()
+    );
 }
 
 #[test]

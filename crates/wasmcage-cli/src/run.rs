@@ -22,6 +22,10 @@ fn parse_dir(text: &str) -> Result<DirGrant, String> {
     text.parse()
 }
 
+fn parse_on_memory_limit(text: &str) -> Result<wasmcage::core::OnMemoryLimit, String> {
+    text.parse()
+}
+
 /// A disk limit, or `None` for no limit; a newtype for the same reason as [`Fuel`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Disk(Option<u64>);
@@ -63,6 +67,9 @@ pub(crate) fn effective_policy(
     }
     if let Some(disk) = args.disk {
         limits.disk_bytes = disk.0;
+    }
+    if let Some(action) = args.on_memory_limit {
+        limits.on_memory_limit = action;
     }
     let mut builder = base.to_builder().limits(limits);
     for dir in &args.dirs {
@@ -176,6 +183,12 @@ pub struct RunArgs {
     /// The most wasm stack the guest may use, e.g. `512KiB`.
     #[arg(long, value_name = "SIZE", default_value = "512KiB", value_parser = parse_size)]
     stack: u64,
+
+    /// What a guest asking for memory past `--memory` gets: `refuse` (`memory.grow` returns
+    /// -1 and the guest carries on, as WebAssembly specifies) or `terminate` (stopped at
+    /// once, status 131). Default: the profile's or policy's, else `refuse`.
+    #[arg(long, value_name = "ACTION", value_parser = parse_on_memory_limit)]
+    on_memory_limit: Option<wasmcage::core::OnMemoryLimit>,
 
     /// The most bytes the guest may write to files in granted and scratch directories,
     /// e.g. `64MiB`, or `none`; a write past it fails with `ENOSPC`. Default: the

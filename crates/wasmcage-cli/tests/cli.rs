@@ -155,7 +155,20 @@ fn each_limit_breach_has_its_own_status_and_names_the_option() {
         "--timeout",
     );
     let bomb = r#"(module (memory 1) (func (export "_start") (loop (drop (memory.grow (i32.const 1))) (br 0))))"#;
-    check_status(bomb, &["--memory", "2MiB"], 131, "--memory");
+    check_status(
+        bomb,
+        &["--memory", "2MiB", "--on-memory-limit", "terminate"],
+        131,
+        "--memory",
+    );
+    // By default the guest is refused (memory.grow returns -1) and carries on: this one
+    // spins until its fuel runs out.
+    check_status(
+        bomb,
+        &["--memory", "2MiB", "--fuel", "100000"],
+        129,
+        "--fuel",
+    );
     let deep = r#"(module (func $f (export "_start") call $f))"#;
     check_status(
         deep,

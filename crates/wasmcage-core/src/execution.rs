@@ -94,6 +94,7 @@ impl<'a> Execution<'a> {
             fuel_limit: None,
             memory_peak_bytes: 0,
             memory_limit_bytes: limits.memory_bytes,
+            memory_limit_hit: false,
             stdout_bytes: 0,
             stderr_bytes: 0,
             stdout_truncated: false,
@@ -170,6 +171,10 @@ impl<'a> Execution<'a> {
             fuel_consumed,
             fuel_limit: limits.fuel.filter(|_| fuel_given.is_some()),
             memory_peak_bytes: state.limiter.memory_peak,
+            memory_limit_hit: state
+                .limiter
+                .breach
+                .is_some_and(|b| b.kind == LimitKind::Memory),
             stdout_bytes,
             stderr_bytes,
             stdout_truncated,

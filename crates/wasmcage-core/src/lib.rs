@@ -41,7 +41,7 @@ mod worker;
 pub use cache::{CacheConfig, CacheStats};
 pub use engine::{Engine, EngineConfig, PoolingConfig};
 pub use error::Error;
-pub use limits::Limits;
+pub use limits::{Limits, OnMemoryLimit};
 pub use module::{ExportInfo, Module};
 pub use pool::{OnExhausted, PoolConfig, PoolStats, WarmPool};
 pub use precheck::CompileLimits;

@@ -1,7 +1,7 @@
 //! Resource limits and the wasmtime `ResourceLimiter` that enforces them.
 
 use wasmcage_events::LimitKind;
-pub use wasmcage_policy::Limits;
+pub use wasmcage_policy::{Limits, OnMemoryLimit};
 
 /// The error a limit breach raises inside wasmtime, so that the trap can be classified
 /// exactly rather than guessed from a message.
@@ -50,6 +50,7 @@ pub(crate) struct Limiter {
     instances: usize,
     tables: usize,
     memories: usize,
+    on_memory_limit: OnMemoryLimit,
     pub(crate) memory_peak: u64,
     pub(crate) breach: Option<LimitBreach>,
 }
@@ -62,6 +63,7 @@ impl Limiter {
             instances: limits.instances as usize,
             tables: limits.tables as usize,
             memories: limits.memories as usize,
+            on_memory_limit: limits.on_memory_limit,
             memory_peak: 0,
             breach: None,
         }
@@ -81,15 +83,24 @@ impl Limiter {
 impl wasmtime::ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         let desired = desired as u64;
         if desired > self.memory_bytes {
-            // Trapping (rather than returning -1 from memory.grow) stops a memory bomb at
-            // once with a classified outcome instead of letting it spin until the timeout.
-            return Err(self.breach(LimitKind::Memory, desired, self.memory_bytes));
+            // A module whose initial memory is already too large cannot run at all; a guest
+            // growing past the limit gets what the policy says: -1 from memory.grow, as the
+            // WebAssembly specification has it, or a stop at once.
+            if current == 0 || self.on_memory_limit == OnMemoryLimit::Terminate {
+                return Err(self.breach(LimitKind::Memory, desired, self.memory_bytes));
+            }
+            self.breach.get_or_insert(LimitBreach {
+                kind: LimitKind::Memory,
+                requested: desired,
+                limit: self.memory_bytes,
+            });
+            return Ok(false);
         }
         self.memory_peak = self.memory_peak.max(desired);
         Ok(true)

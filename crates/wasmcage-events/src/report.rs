@@ -307,6 +307,9 @@ pub struct ExecutionReport {
     pub memory_peak_bytes: u64,
     /// The memory limit in force, in bytes.
     pub memory_limit_bytes: u64,
+    /// Whether the guest asked for more memory than the limit, whether it was stopped
+    /// (`memory_limit`) or refused and carried on.
+    pub memory_limit_hit: bool,
     /// Bytes the guest wrote to stdout, including any that were dropped.
     pub stdout_bytes: u64,
     /// Bytes the guest wrote to stderr, including any that were dropped.
@@ -359,6 +362,8 @@ struct ReportJson {
     fuel_limit: Option<u64>,
     memory_peak_bytes: u64,
     memory_limit_bytes: u64,
+    #[serde(default)]
+    memory_limit_hit: bool,
     stdout_bytes: u64,
     stderr_bytes: u64,
     stdout_truncated: bool,
@@ -385,6 +390,7 @@ impl From<ExecutionReport> for ReportJson {
             fuel_limit: r.fuel_limit,
             memory_peak_bytes: r.memory_peak_bytes,
             memory_limit_bytes: r.memory_limit_bytes,
+            memory_limit_hit: r.memory_limit_hit,
             stdout_bytes: r.stdout_bytes,
             stderr_bytes: r.stderr_bytes,
             stdout_truncated: r.stdout_truncated,
@@ -429,6 +435,7 @@ impl TryFrom<ReportJson> for ExecutionReport {
             fuel_limit: j.fuel_limit,
             memory_peak_bytes: j.memory_peak_bytes,
             memory_limit_bytes: j.memory_limit_bytes,
+            memory_limit_hit: j.memory_limit_hit,
             stdout_bytes: j.stdout_bytes,
             stderr_bytes: j.stderr_bytes,
             stdout_truncated: j.stdout_truncated,

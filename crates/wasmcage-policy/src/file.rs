@@ -174,6 +174,7 @@ struct FileLimits {
     tables: Option<u32>,
     memories: Option<u32>,
     disk: Option<Size>,
+    on_memory_limit: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -382,6 +383,11 @@ impl Policy {
             if let Some(n) = l.memories {
                 limits.memories = n;
             }
+            if let Some(action) = l.on_memory_limit {
+                limits.on_memory_limit = action
+                    .parse()
+                    .map_err(|e| invalid("limits.on_memory_limit", e))?;
+            }
             if let Some(d) = l.disk {
                 limits.disk_bytes = match d {
                     Size(Amount::Text(t)) if t == "none" => None,
@@ -539,6 +545,7 @@ impl Policy {
             "disk = {}",
             l.disk_bytes.map_or_else(|| q("none"), size_text)
         );
+        let _ = writeln!(out, "on_memory_limit = {}", q(l.on_memory_limit.as_str()));
         for d in &self.dirs {
             let mode = if d.access == Access::ReadOnly {
                 "ro"
@@ -712,7 +719,7 @@ mod tests {
                 "[limits]\nmemroy = 1",
                 "limits (line 2): unknown key `memroy`, expected one of `memory`, `fuel`, \
                  `timeout`, `max_output`, `max_stdout`, `max_stderr`, `table_elements`, \
-                 `instances`, `tables`, `memories`, `disk`",
+                 `instances`, `tables`, `memories`, `disk`, `on_memory_limit`",
             ),
             (
                 "[[dirs]]\nhost = \"data\"\n[[dirs]]\nhost = \"other\"\nguset = \"/a\"",
@@ -935,6 +942,7 @@ mod tests {
                 max_stdout_bytes: 0,
                 max_stderr_bytes: 3 << 10,
                 disk_bytes: None,
+                on_memory_limit: crate::OnMemoryLimit::Terminate,
             })
             .build()
             .unwrap();

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use limits::Limits;
+pub use limits::{Limits, OnMemoryLimit};
 pub use net::{Cidr, NetDenial, NetRule, NetworkPolicy};
 
 /// An error in a policy: the key (or flag) and the reason.

@@ -7,7 +7,7 @@ use std::time::Duration;
 ///
 /// | limit | default | breach becomes |
 /// |---|---|---|
-/// | `memory_bytes` | 64 MiB per linear memory | `memory_limit` |
+/// | `memory_bytes` | 64 MiB per linear memory | `memory.grow` returns -1 (or `memory_limit`, see `on_memory_limit`) |
 /// | `table_elements` | 10 000 per table | `trap` (`table_limit`) |
 /// | `instances` / `tables` / `memories` | 1 / 10 / 1 per store | `trap` (`instance_limit`) |
 /// | `fuel` | 1 000 000 000 units | `out_of_fuel` |
@@ -45,6 +45,45 @@ pub struct Limits {
     /// with `ENOSPC` and is reported as a security event; the guest keeps running. `None`
     /// sets no limit.
     pub disk_bytes: Option<u64>,
+    /// What a guest that asks for memory past `memory_bytes` gets (default
+    /// [`OnMemoryLimit::Refuse`]).
+    pub on_memory_limit: OnMemoryLimit,
+}
+
+/// What happens when a guest asks to grow its memory past the limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum OnMemoryLimit {
+    /// WebAssembly's own semantics: `memory.grow` returns -1 and the guest carries on, so a
+    /// program that handles a failed allocation (CPython's `MemoryError`, an allocator's
+    /// null) does so. The report's `memory_limit_hit` is set and a security event is sent.
+    #[default]
+    Refuse,
+    /// The guest is stopped at once with the `memory_limit` outcome.
+    Terminate,
+}
+
+impl OnMemoryLimit {
+    /// The name used in policy files and flags.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnMemoryLimit::Refuse => "refuse",
+            OnMemoryLimit::Terminate => "terminate",
+        }
+    }
+}
+
+impl std::str::FromStr for OnMemoryLimit {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "refuse" => Ok(OnMemoryLimit::Refuse),
+            "terminate" => Ok(OnMemoryLimit::Terminate),
+            other => Err(format!(
+                "{other:?} is not a memory-limit action; use \"refuse\" or \"terminate\""
+            )),
+        }
+    }
 }
 
 impl Limits {
@@ -73,6 +112,7 @@ impl Default for Limits {
             max_stdout_bytes: Self::DEFAULT_MAX_OUTPUT_BYTES,
             max_stderr_bytes: Self::DEFAULT_MAX_OUTPUT_BYTES,
             disk_bytes: Some(Self::DEFAULT_DISK_BYTES),
+            on_memory_limit: OnMemoryLimit::Refuse,
         }
     }
 }

@@ -598,6 +598,8 @@ fn lower(a: &Limits, b: &Limits) -> Limits {
         max_stdout_bytes: a.max_stdout_bytes.min(b.max_stdout_bytes),
         max_stderr_bytes: a.max_stderr_bytes.min(b.max_stderr_bytes),
         disk_bytes: lower_opt(a.disk_bytes, b.disk_bytes),
+        // Either way the memory stays under the limit; the profile's choice stands.
+        on_memory_limit: a.on_memory_limit,
     }
 }
 
