@@ -305,3 +305,31 @@ fn compile_bombs_are_refused_before_compiling() {
         .unwrap_err();
     assert!(matches!(err, Error::UnsupportedImport { .. }), "{err}");
 }
+
+/// A module that imports no function reaching into a directory gets the engine's shared
+/// empty directory as its scratch: it still sees `/scratch` preopened, and cannot change
+/// the shared directory (setting its times is refused), so nothing passes between tenants.
+#[test]
+fn the_shared_empty_scratch_is_read_only() {
+    let module = wat(r#"(module
+      (import "wasi_snapshot_preview1" "fd_prestat_get" (func $prestat (param i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "fd_filestat_set_times" (func $times (param i32 i64 i64 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+      (memory (export "memory") 1)
+      (func (export "_start")
+        ;; fd 3 is a preopened directory whose name is 8 bytes long ("/scratch").
+        (if (call $prestat (i32.const 3) (i32.const 0)) (then (call $exit (i32.const 1))))
+        (if (i32.ne (i32.load (i32.const 4)) (i32.const 8)) (then (call $exit (i32.const 2))))
+        ;; Setting its times (both, explicitly) must be refused.
+        (if (i32.eqz (call $times (i32.const 3) (i64.const 1) (i64.const 1) (i32.const 5)))
+          (then (call $exit (i32.const 3))))
+        (call $exit (i32.const 0))))"#);
+    let sandbox = Sandbox::builder(engine())
+        .policy(Policy::profile(Profile::Standard))
+        .build()
+        .unwrap();
+    let out = sandbox
+        .run_command(&module, CommandInput::default())
+        .unwrap();
+    assert_eq!(out.report.outcome, Outcome::Exited(0), "{:?}", out.report);
+}

@@ -103,6 +103,9 @@ pub(crate) struct EngineInner {
     pub(crate) observer: Arc<dyn Observer>,
     pub(crate) config: EngineConfig,
     cache: ModuleCache,
+    /// An empty directory, made on first use and removed with the engine; see
+    /// [`Engine::empty_dir`].
+    empty_dir: std::sync::OnceLock<Result<tempfile::TempDir, String>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -165,6 +168,7 @@ impl Engine {
                 observer,
                 config,
                 cache,
+                empty_dir: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -176,6 +180,22 @@ impl Engine {
 
     pub(crate) fn inner(&self) -> &EngineInner {
         &self.inner
+    }
+
+    /// The engine's one empty directory, preopened read-only as the scratch directory of
+    /// modules that cannot reach into a directory (so none is made and removed per run).
+    pub(crate) fn empty_dir(&self) -> Result<&std::path::Path, Error> {
+        self.inner
+            .empty_dir
+            .get_or_init(|| {
+                tempfile::Builder::new()
+                    .prefix("wasmcage-empty-")
+                    .tempdir()
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map(tempfile::TempDir::path)
+            .map_err(|e| Error::Internal(format!("cannot create an empty directory: {e}")))
     }
 
     /// Compiles a module from WebAssembly binary or WAT text.

@@ -4,7 +4,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use wasmcage_events::ModuleInfo;
 use wasmcage_policy::{Access, Clocks, Output, Policy, Randomness};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
@@ -17,7 +16,7 @@ use crate::{CommandInput, Error};
 /// here and kept in `scratch` so that it is deleted when the execution ends.
 pub(crate) fn wasi_context(
     policy: &Policy,
-    module: &ModuleInfo,
+    module: &crate::Module,
     input: CommandInput,
     stdout: &BoundedOutput,
     stderr: &BoundedOutput,
@@ -25,7 +24,7 @@ pub(crate) fn wasi_context(
 ) -> Result<WasiP1Ctx, Error> {
     let mut b = WasiCtxBuilder::new();
     let mut argv = Vec::with_capacity(1 + policy.args.len() + input.args.len());
-    argv.push(module.name.to_string());
+    argv.push(module.info().name.to_string());
     argv.extend(policy.args.iter().cloned());
     argv.extend(input.args);
     b.args(&argv).allow_blocking_current_thread(true);
@@ -63,7 +62,16 @@ pub(crate) fn wasi_context(
             ))
         })?;
     }
-    if let Some(guest) = &policy.scratch {
+    if let Some(guest) = &policy.scratch
+        && !module.uses_paths()
+    {
+        // A module that cannot reach into a directory cannot tell a fresh scratch
+        // directory from the engine's one empty, read-only stand-in, so it gets that and
+        // no directory is created and removed for it.
+        let empty = module.engine().empty_dir()?;
+        b.preopened_dir(empty, guest, FsPerms::ReadOnly)
+            .map_err(|e| Error::Internal(format!("cannot open the empty directory: {e}")))?;
+    } else if let Some(guest) = &policy.scratch {
         let dir = tempfile::Builder::new()
             .prefix("wasmcage-scratch-")
             .tempdir()

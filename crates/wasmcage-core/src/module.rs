@@ -12,6 +12,23 @@ use crate::{Engine, Error, ValueType};
 /// The name of the WASI preview 1 import module.
 pub(crate) const WASI_P1: &str = "wasi_snapshot_preview1";
 
+/// The WASI preview 1 functions that reach into a directory: opening, creating, listing,
+/// renaming, linking, removing or stating what is inside it. A module importing none of
+/// them can do nothing with a preopened directory but name it and stat it.
+const PATH_FUNCTIONS: &[&str] = &[
+    "path_open",
+    "path_create_directory",
+    "path_filestat_get",
+    "path_filestat_set_times",
+    "path_link",
+    "path_readlink",
+    "path_remove_directory",
+    "path_rename",
+    "path_symlink",
+    "path_unlink_file",
+    "fd_readdir",
+];
+
 /// A compiled module, ready to run in any sandbox of the engine that compiled it.
 ///
 /// Cloning is cheap. Compilation and linking happen once per content hash (see the module
@@ -30,6 +47,8 @@ pub(crate) struct Compiled {
     pub(crate) info: ModuleInfo,
     pub(crate) size_bytes: u64,
     imports_wasi: bool,
+    /// Whether it imports a WASI function that can reach into a directory.
+    uses_paths: bool,
     has_start: bool,
     pre: OnceLock<InstancePre<StoreState>>,
 }
@@ -43,9 +62,11 @@ impl Compiled {
         scan: Scan,
     ) -> Result<Self, Error> {
         let mut imports_wasi = false;
+        let mut uses_paths = false;
         for import in module.imports() {
             if import.module() == WASI_P1 {
                 imports_wasi = true;
+                uses_paths |= PATH_FUNCTIONS.contains(&import.name());
             } else {
                 return Err(Error::UnsupportedImport {
                     module: info.name.to_string(),
@@ -59,6 +80,7 @@ impl Compiled {
             info,
             size_bytes,
             imports_wasi,
+            uses_paths,
             has_start: scan.has_start,
             pre: OnceLock::new(),
         })
@@ -106,6 +128,11 @@ impl Module {
     /// Whether the module imports WASI preview 1.
     pub fn imports_wasi(&self) -> bool {
         self.compiled.imports_wasi
+    }
+
+    /// Whether the module imports a WASI function that can reach into a directory.
+    pub(crate) fn uses_paths(&self) -> bool {
+        self.compiled.uses_paths
     }
 
     /// The exported functions and their signatures, in the module's order.

@@ -220,14 +220,8 @@ pub(crate) fn attach_wasi(
     guard: crate::wasi_guard::Guard,
 ) -> Result<(), Error> {
     let mut scratch = None;
-    let wasi = crate::grants::wasi_context(
-        policy,
-        module.info(),
-        input,
-        &io.stdout,
-        &io.stderr,
-        &mut scratch,
-    )?;
+    let wasi =
+        crate::grants::wasi_context(policy, module, input, &io.stdout, &io.stderr, &mut scratch)?;
     let state = store.data_mut();
     state.wasi_clock_start = Instant::now();
     state.wasi = Some(wasi);
