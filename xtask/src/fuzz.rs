@@ -23,7 +23,9 @@ pub fn run(args: &[String]) -> Result<()> {
         match arg.as_str() {
             "--minutes" => minutes = value()?.parse().context("--minutes takes a whole number")?,
             "--seed" => seed = Some(parse_seed(value()?)?),
-            other => bail!("unknown option {other:?}; usage: cargo xtask fuzz --minutes N [--seed S]"),
+            other => {
+                bail!("unknown option {other:?}; usage: cargo xtask fuzz --minutes N [--seed S]")
+            }
         }
     }
     if minutes == 0 {
