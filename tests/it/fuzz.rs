@@ -163,8 +163,13 @@ impl RunPlan {
             (None, Some(s)) => (u64::MAX, Some(unix_now() + s)),
             (None, None) => (first + DEFAULT_CASES, None),
         };
-        // Known crashes are left out of the repeatable CI run only; exploring runs keep them.
-        let skip = if seed == DEFAULT_SEED && deadline.is_none() {
+        // Known crashes are left out of the CI run only (the default seed and range); a run
+        // that names its cases, such as a reproduction, or explores, keeps them.
+        let is_ci_run = seed == DEFAULT_SEED
+            && deadline.is_none()
+            && cases.is_none()
+            && std::env::var_os("WASMCAGE_FUZZ_FIRST").is_none();
+        let skip = if is_ci_run {
             KNOWN_CRASHES.iter().map(|(case, _)| *case).collect()
         } else {
             Vec::new()
