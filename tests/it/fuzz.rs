@@ -444,9 +444,14 @@ fn record_failure(plan: &RunPlan, case: u64, what: String) -> Failure {
     };
     let path = dir.join(format!("{stem}.{ext}"));
     let _ = std::fs::write(&path, &bytes);
-    if let Ok(text) = std::str::from_utf8(&generated.bytes)
-        && ext == "wasm"
-    {
+    // Beside a .wasm, the text to read: the mutated WAT itself, or the binary printed (which
+    // works when the failing module is valid enough to print).
+    let text = match std::str::from_utf8(&generated.bytes) {
+        Ok(text) if ext == "wasm" => Some(text.to_owned()),
+        _ if ext == "wasm" => wasmprinter::print_bytes(&bytes).ok(),
+        _ => None,
+    };
+    if let Some(text) = text {
         let _ = std::fs::write(dir.join(format!("{stem}.wat")), text);
     }
     let _ = std::fs::write(
