@@ -132,17 +132,12 @@ fn generated_and_mutated_modules_never_crash_the_host() {
     );
     assert!(
         summary.failures.is_empty(),
-        "{} of {} fuzz cases failed (seed {:#x}); reproducers are in {}:\n{}",
+        "{} of {} fuzz cases failed (seed {:#x}); the failures and their reproducers (in {}) \
+         are listed above",
         summary.failures.len(),
         summary.cases,
         plan.seed,
         plan.repro_dir.display(),
-        summary
-            .failures
-            .iter()
-            .map(|f| format!("  case {}: {} [{}]", f.case, f.what, f.origin))
-            .collect::<Vec<_>>()
-            .join("\n")
     );
 }
 
@@ -217,7 +212,42 @@ struct Failure {
     case: u64,
     origin: String,
     what: String,
+    /// `what` without the details that differ between cases of one bug.
+    signature: String,
 }
+
+/// The kind of failure `what` is: names, numbers and the report left out, so that the
+/// cases of one bug share it.
+fn signature(what: &str) -> String {
+    let what = what.split("; report:").next().unwrap_or(what);
+    let mut out = String::new();
+    let mut in_name = false;
+    for c in what.chars() {
+        match c {
+            '`' => {
+                in_name = !in_name;
+                if in_name {
+                    out.push_str("`_`");
+                }
+            }
+            _ if in_name => {}
+            '0'..='9' => {
+                if !out.ends_with('#') {
+                    out.push('#');
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    let out = out
+        .replace(" under standard", "")
+        .replace(" under strict", "");
+    out.chars().take(160).collect()
+}
+
+/// How many reproducers to keep per kind of failure: a long run finds the same bug
+/// thousands of times.
+const REPROS_PER_SIGNATURE: usize = 5;
 
 /// What a run did.
 #[derive(Debug, Default)]
@@ -259,11 +289,26 @@ impl Summary {
                 end >> 20
             ));
         }
+        let mut groups: BTreeMap<&str, Vec<&Failure>> = BTreeMap::new();
         for f in &self.failures {
-            out.push_str(&format!(
-                "  FAILED case {} [{}]: {}\n    reproduce: WASMCAGE_FUZZ_SEED={:#x} WASMCAGE_FUZZ_FIRST={} WASMCAGE_FUZZ_CASES=1 cargo test -p wasmcage-tests --test it fuzz::\n",
-                f.case, f.origin, f.what, plan.seed, f.case
-            ));
+            groups.entry(&f.signature).or_default().push(f);
+        }
+        for (signature, failures) in groups {
+            out.push_str(&format!("  FAILED {} cases: {signature}\n", failures.len()));
+            for f in failures.iter().take(REPROS_PER_SIGNATURE) {
+                out.push_str(&format!(
+                    "    case {} [{}]: {}\n      reproduce: WASMCAGE_FUZZ_SEED={:#x} WASMCAGE_FUZZ_FIRST={} WASMCAGE_FUZZ_CASES=1 cargo test -p wasmcage-tests --test it fuzz::generated\n",
+                    f.case, f.origin, f.what, plan.seed, f.case
+                ));
+            }
+            if failures.len() > REPROS_PER_SIGNATURE {
+                let rest: Vec<String> = failures[REPROS_PER_SIGNATURE..]
+                    .iter()
+                    .take(50)
+                    .map(|f| f.case.to_string())
+                    .collect();
+                out.push_str(&format!("    and cases {} ...\n", rest.join(", ")));
+            }
         }
         out
     }
@@ -378,11 +423,8 @@ fn drive(plan: &RunPlan) -> Summary {
                     summary.cases += 1;
                     *summary.origins.entry(origin.to_owned()).or_default() += 1;
                     let case: u64 = id.parse().expect("a case number");
-                    summary.failures.push(record_failure(
-                        plan,
-                        case,
-                        what.unwrap_or("failed").to_owned(),
-                    ));
+                    let failure = record_failure(plan, &summary, case, what.unwrap_or("failed"));
+                    summary.failures.push(failure);
                     running = None;
                 }
                 (Some("rss"), Some(start), Some(end), _) => summary
@@ -406,17 +448,26 @@ fn drive(plan: &RunPlan) -> Summary {
         } else {
             format!("the worker process died ({})", describe(&status))
         };
-        let last_lines: String = tail
+        // The line that says why (a failed allocation, a panic while panicking, a stack
+        // overflow) comes before any backtrace the runtime prints; the last lines otherwise.
+        let telling = [
+            "memory allocation",
+            "panicked",
+            "fatal runtime error",
+            "overflow",
+            "abort",
+        ];
+        let last_lines = tail
             .lines()
-            .rev()
-            .take(6)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join(" | ");
+            .rfind(|l| telling.iter().any(|t| l.contains(t)))
+            .map(str::to_owned)
+            .unwrap_or_else(|| {
+                let lines: Vec<&str> = tail.lines().collect();
+                lines[lines.len().saturating_sub(3)..].join(" | ")
+            });
         summary.cases += 1;
-        let failure = record_failure(plan, case, format!("{how}; stderr: {last_lines}"));
+        let what = format!("{how}; stderr: {last_lines}");
+        let failure = record_failure(plan, &summary, case, &what);
         *summary
             .origins
             .entry(failure.origin.split('(').next().unwrap_or("").to_owned())
@@ -451,10 +502,25 @@ fn describe(status: &std::process::ExitStatus) -> String {
 }
 
 /// Writes a failing case's module (and a note saying what happened) to the plan's
-/// reproducer directory and returns the failure.
-fn record_failure(plan: &RunPlan, case: u64, what: String) -> Failure {
+/// reproducer directory, unless enough cases of its kind were kept already, and returns the
+/// failure.
+fn record_failure(plan: &RunPlan, summary: &Summary, case: u64, what: &str) -> Failure {
     let seed = plan.seed;
     let generated = generate(seed, case);
+    let signature = signature(what);
+    let seen = summary
+        .failures
+        .iter()
+        .filter(|f| f.signature == signature)
+        .count();
+    if seen >= REPROS_PER_SIGNATURE {
+        return Failure {
+            case,
+            origin: generated.origin,
+            what: what.to_owned(),
+            signature,
+        };
+    }
     let dir = &plan.repro_dir;
     let _ = std::fs::create_dir_all(dir);
     let stem = format!("{seed:#x}-{case}");
@@ -490,6 +556,7 @@ fn record_failure(plan: &RunPlan, case: u64, what: String) -> Failure {
         case,
         origin: generated.origin,
         what: format!("{what} (reproducer: {})", path.display()),
+        signature,
     }
 }
 
