@@ -298,7 +298,11 @@ impl Summary {
             for f in failures.iter().take(REPROS_PER_SIGNATURE) {
                 out.push_str(&format!(
                     "    case {} [{}]: {}\n      reproduce: WASMCAGE_FUZZ_SEED={:#x} WASMCAGE_FUZZ_FIRST={} WASMCAGE_FUZZ_CASES=1 cargo test -p wasmcage-tests --test it fuzz::generated\n",
-                    f.case, f.origin, f.what, plan.seed, f.case
+                    f.case,
+                    f.origin,
+                    f.what.chars().take(400).collect::<String>(),
+                    plan.seed,
+                    f.case
                 ));
             }
             if failures.len() > REPROS_PER_SIGNATURE {
@@ -325,6 +329,9 @@ fn drive(plan: &RunPlan) -> Summary {
         let mut child = Command::new(std::env::current_exe().expect("the test binary's path"))
             .args(["fuzz::worker", "--exact", "--nocapture", "--test-threads=1"])
             .env("WASMCAGE_FUZZ_WORKER", "1")
+            // A dying worker's last words (a failed allocation, say) must not be pushed out of
+            // the kept stderr by a backtrace; panics in cases are reported with their place.
+            .env("RUST_BACKTRACE", "0")
             .env("WASMCAGE_FUZZ_SEED", plan.seed.to_string())
             .env("WASMCAGE_FUZZ_FIRST", next.to_string())
             .env("WASMCAGE_FUZZ_END", plan.end.to_string())
@@ -372,8 +379,8 @@ fn drive(plan: &RunPlan) -> Summary {
                 }
                 let mut t = tail.lock().unwrap();
                 t.push_str(&String::from_utf8_lossy(&buf[..n]));
-                if t.len() > 8192 {
-                    let cut = t.len() - 4096;
+                if t.len() > 64 << 10 {
+                    let cut = t.len() - (32 << 10);
                     let cut = (cut..t.len()).find(|&i| t.is_char_boundary(i)).unwrap_or(0);
                     t.drain(..cut);
                 }
