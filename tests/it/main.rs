@@ -3,6 +3,7 @@
 mod alerting;
 mod cache;
 mod common;
+mod fuzz;
 mod health;
 mod hostile;
 mod limits;

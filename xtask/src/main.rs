@@ -1,5 +1,5 @@
 //! Project automation. `cargo xtask ci` runs exactly what CI runs; `cargo xtask bench` runs
-//! the benchmarks and prints one comparison table.
+//! the benchmarks and prints one comparison table; `cargo xtask fuzz` hunts host crashes.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -7,6 +7,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 mod bench;
+mod fuzz;
 mod load;
 
 fn main() -> Result<()> {
@@ -15,13 +16,15 @@ fn main() -> Result<()> {
         Some("ci") => ci(),
         Some("bench") => bench::run(&args[1..]),
         Some("load") => load::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
                  tasks:\n  \
                  ci      format check, clippy, every test, cargo-deny (what CI runs)\n  \
                  bench   run the criterion benchmarks and print a comparison table\n  \
-                 load    drive `wasmcage serve` with wrk and print throughput, latency, RSS"
+                 load    drive `wasmcage serve` with wrk and print throughput, latency, RSS\n  \
+                 fuzz    run generated and mutated modules for --minutes N [--seed S] (release)"
             );
             bail!("no task given")
         }
