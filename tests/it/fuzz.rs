@@ -53,41 +53,7 @@ const DEFAULT_CASES: u64 = 500;
 /// `cargo xtask fuzz` and any other seed still run everything. Delete an entry once its fix
 /// is in: the case must then pass. (The numbers hold for this generator; a change to it
 /// changes what each case is, so rerun and update the list.)
-const KNOWN_FAILURES: &[(u64, &str)] = &[
-    (78, START_FUEL_UNCOUNTED),
-    (81, START_FUEL_UNCOUNTED),
-    (103, START_FUEL_UNCOUNTED),
-    (109, START_FUEL_UNCOUNTED),
-    (112, START_CALLS_WASI),
-    (125, START_FUEL_UNCOUNTED),
-    (128, START_FUEL_UNCOUNTED),
-    (171, START_CALLS_WASI),
-    (203, START_FUEL_UNCOUNTED),
-    (233, START_FUEL_UNCOUNTED),
-    (270, START_FUEL_UNCOUNTED),
-    (292, START_FUEL_UNCOUNTED),
-    (311, START_CALLS_WASI),
-    (324, START_FUEL_UNCOUNTED),
-    (339, START_FUEL_UNCOUNTED),
-    (370, START_FUEL_UNCOUNTED),
-    (385, START_FUEL_UNCOUNTED),
-    (421, START_FUEL_UNCOUNTED),
-    (435, START_FUEL_UNCOUNTED),
-    (439, START_FUEL_UNCOUNTED),
-    (442, START_FUEL_UNCOUNTED),
-    (469, START_FUEL_UNCOUNTED),
-    (471, START_FUEL_UNCOUNTED),
-    (488, START_FUEL_UNCOUNTED),
-];
-
-/// A known bug: a start function that calls WASI panics, because the module is instantiated
-/// before its WASI context exists.
-const START_CALLS_WASI: &str =
-    "panic `a WASI context exists for modules that import WASI` from a start function";
-
-/// A known bug: fuel is refilled after instantiation, so a start function's fuel is not
-/// counted; one that runs out reports `out_of_fuel` with 0 fuel consumed.
-const START_FUEL_UNCOUNTED: &str = "out_of_fuel in a start function reported with 0 fuel used";
+const KNOWN_FAILURES: &[(u64, &str)] = &[];
 
 /// The prefix of the lines a worker prints for its parent; anything else is libtest's.
 const PREFIX: &str = "wasmcage-fuzz:";
