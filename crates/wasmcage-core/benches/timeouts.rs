@@ -23,7 +23,9 @@ fn main() {
         (8, Duration::from_millis(200))
     };
     let engine = Engine::new(EngineConfig::default()).expect("engine");
-    let module = engine.compile("spin.wat", SPIN.as_bytes()).expect("compile");
+    let module = engine
+        .compile("spin.wat", SPIN.as_bytes())
+        .expect("compile");
     let sandbox = Sandbox::builder(&engine)
         .limits(Limits {
             fuel: None,
@@ -43,7 +45,9 @@ fn main() {
                 })
             })
             .collect();
-        runs.into_iter().map(|r| r.join().expect("guest thread")).collect()
+        runs.into_iter()
+            .map(|r| r.join().expect("guest thread"))
+            .collect()
     });
     let mut sorted = overshoots.clone();
     sorted.sort();
