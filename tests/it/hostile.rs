@@ -21,7 +21,7 @@ fn poll_oneoff_with_a_huge_count_is_refused_not_allocated() {
       (import "wasi_snapshot_preview1" "poll_oneoff" (func $p (param i32 i32 i32 i32) (result i32)))
       (memory (export "memory") 1)
       (func (export "_start")
-        (if (i32.ne (call $p (i32.const 0) (i32.const 0) (i32.const -1) (i32.const 0)) (i32.const 21))
+        (if (i32.ne (call $p (i32.const 0) (i32.const 0) (i32.const -1) (i32.const 0)) (i32.const 28))
           (then unreachable))))"#);
     for profile in [Profile::Strict, Profile::Standard, Profile::Permissive] {
         let sandbox = Sandbox::builder(engine())
@@ -332,4 +332,91 @@ fn the_shared_empty_scratch_is_read_only() {
         .run_command(&module, CommandInput::default())
         .unwrap();
     assert_eq!(out.report.outcome, Outcome::Exited(0), "{:?}", out.report);
+}
+
+const DIR_IMPORTS: &str = r#"
+  (import "wasi_snapshot_preview1" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_create_directory" (func $mkdir (param i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_close" (func $close (param i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "a.")"#;
+
+/// A tree thousands of levels deep once overflowed the stack of the thread that removed
+/// the scratch directory and aborted the server. A guest may create at most 4 096 entries
+/// per execution; past that it gets `ENOSPC`, and the host removes what it made.
+#[test]
+fn a_guest_cannot_build_an_unbounded_tree() {
+    // Creates `a`, opens it (closing the previous directory), and again, until refused;
+    // exits 0 when the refusal is ENOSPC after exactly 4 096 directories.
+    let module = wat(&format!(
+        r#"(module {DIR_IMPORTS}
+      (func (export "_start") (local $fd i32) (local $n i32) (local $e i32)
+        (local.set $fd (i32.const 3))
+        (block $done (loop $l
+          (local.set $e (call $mkdir (local.get $fd) (i32.const 0) (i32.const 1)))
+          (br_if $done (local.get $e))
+          (local.set $n (i32.add (local.get $n) (i32.const 1)))
+          (local.set $e (call $open (local.get $fd) (i32.const 0) (i32.const 0) (i32.const 1)
+            (i32.const 2) (i64.const 0) (i64.const 0x1fffffff) (i32.const 0) (i32.const 16)))
+          (br_if $done (local.get $e))
+          (if (i32.ne (local.get $fd) (i32.const 3)) (then (drop (call $close (local.get $fd)))))
+          (local.set $fd (i32.load (i32.const 16)))
+          (br $l)))
+        (if (i32.ne (local.get $e) (i32.const 51)) (then (call $exit (i32.add (i32.const 10) (local.get $e)))))
+        (if (i32.ne (local.get $n) (i32.const 4096)) (then (call $exit (i32.const 2))))
+        (call $exit (i32.const 0))))"#
+    ));
+    let mut policy = Policy::profile(Profile::Standard);
+    policy.limits.fuel = None;
+    let sandbox = Sandbox::builder(engine()).policy(policy).build().unwrap();
+    let out = sandbox
+        .run_command(&module, CommandInput::default())
+        .unwrap();
+    assert_eq!(out.report.outcome, Outcome::Exited(0), "{:?}", out.report);
+}
+
+/// The host's descriptors are shared by every tenant: one execution may hold at most 256
+/// files open; past that `path_open` answers `EMFILE` (33).
+#[test]
+fn a_guest_cannot_take_every_descriptor() {
+    let module = wat(&format!(
+        r#"(module {DIR_IMPORTS}
+      (func (export "_start") (local $n i32) (local $e i32)
+        (block $done (loop $l
+          (local.set $e (call $open (i32.const 3) (i32.const 0) (i32.const 1) (i32.const 1)
+            (i32.const 2) (i64.const 0) (i64.const 0x1fffffff) (i32.const 0) (i32.const 16)))
+          (br_if $done (local.get $e))
+          (local.set $n (i32.add (local.get $n) (i32.const 1)))
+          (br_if $l (i32.lt_u (local.get $n) (i32.const 100000)))))
+        (if (i32.ne (local.get $e) (i32.const 33)) (then (call $exit (i32.add (i32.const 10) (local.get $e)))))
+        (if (i32.ne (local.get $n) (i32.const 256)) (then (call $exit (i32.const 2))))
+        ;; Closing one makes room for one more.
+        (drop (call $close (i32.load (i32.const 16))))
+        (if (call $open (i32.const 3) (i32.const 0) (i32.const 1) (i32.const 1)
+            (i32.const 2) (i64.const 0) (i64.const 0x1fffffff) (i32.const 0) (i32.const 16))
+          (then (call $exit (i32.const 3))))
+        (call $exit (i32.const 0))))"#
+    ));
+    let sandbox = Sandbox::builder(engine())
+        .policy(Policy::profile(Profile::Standard))
+        .build()
+        .unwrap();
+    let out = sandbox
+        .run_command(&module, CommandInput::default())
+        .unwrap();
+    assert_eq!(out.report.outcome, Outcome::Exited(0), "{:?}", out.report);
+}
+
+/// A timeout too long for the clock is clamped, not an overflow in the host.
+#[test]
+fn an_absurd_timeout_does_not_overflow() {
+    let module = wat(r#"(module (func (export "f") (result i32) (i32.const 1)))"#);
+    let out = sandbox(Limits {
+        timeout: Duration::from_secs(100_000_000_000_000_000),
+        ..tight()
+    })
+    .call(&module, "f", &[])
+    .unwrap();
+    assert_eq!(out.report.outcome, Outcome::Completed);
 }

@@ -17,6 +17,16 @@ use crate::limits::{LimitBreach, Limiter};
 use crate::output::BoundedOutput;
 use crate::{CommandInput, Error, Module, Policy};
 
+/// The most directory entries (files, directories, symlinks, links) one execution may
+/// create. It bounds how deep a tree a guest can leave behind (a scratch directory is
+/// removed recursively when the execution ends, and a tree 16 000 levels deep once
+/// overflowed the stack of the thread removing it) and how many inodes it can take.
+pub(crate) const MAX_NEW_ENTRIES: u32 = 4096;
+
+/// The most files one execution may hold open at once: the host's descriptors are shared
+/// by every tenant.
+pub(crate) const MAX_OPEN_FILES: u32 = 256;
+
 /// How often, at most, a store with a cancellation flag checks it (in epoch ticks), so that
 /// a cancelled guest stops within about this many ticks even when its deadline is far away.
 const CANCEL_CHECK_TICKS: u64 = 10;
@@ -56,6 +66,12 @@ pub(crate) struct StoreState {
     pub(crate) scratch: Option<tempfile::TempDir>,
     /// Bytes the guest may still write to files (the disk limit); `None` is unlimited.
     pub(crate) disk_left: Option<u64>,
+    /// Directory entries (files, directories, links) the guest may still create.
+    pub(crate) entries_left: u32,
+    /// Files the guest has open through `path_open` and not closed.
+    pub(crate) open_files: u32,
+    /// Whether a disk or entry refusal was already reported for this execution.
+    pub(crate) disk_reported: bool,
     /// The engine's epoch tick, to turn the time left into ticks.
     pub(crate) tick: Duration,
 }
@@ -95,7 +111,7 @@ impl StoreState {
     /// or reaches its deadline.
     pub(crate) fn sleep(&self, wait: Duration) -> Result<(), wasmtime::Error> {
         const SLICE: Duration = Duration::from_millis(10);
-        let until = Instant::now() + wait;
+        let until = deadline(Instant::now(), wait);
         loop {
             if let Some(stop) = self.stop_reason() {
                 return Err(stop);
@@ -148,13 +164,16 @@ pub(crate) fn new_store(
             limiter: Limiter::new(limits),
             wasi: None,
             wasi_clock_start: now,
-            deadline: now + limits.timeout,
+            deadline: deadline(now, limits.timeout),
             timeout: limits.timeout,
             cancel,
             context: None,
             guard: None,
             scratch: None,
             disk_left: limits.disk_bytes,
+            entries_left: MAX_NEW_ENTRIES,
+            open_files: 0,
+            disk_reported: false,
             tick,
         },
     );
@@ -201,9 +220,12 @@ pub(crate) fn arm(
             .map_err(|e| Error::Internal(format!("cannot set fuel: {e}")))?;
     }
     let state = store.data_mut();
-    state.deadline = started + limits.timeout;
+    state.deadline = deadline(started, limits.timeout);
     state.timeout = limits.timeout;
     state.disk_left = limits.disk_bytes;
+    state.entries_left = MAX_NEW_ENTRIES;
+    state.open_files = 0;
+    state.disk_reported = false;
     let first = next_check(store.data());
     store.set_epoch_deadline(first);
     Ok(fuel)
@@ -230,7 +252,16 @@ pub(crate) fn attach_wasi(
     Ok(())
 }
 
+/// `from` plus `timeout`; a timeout too long for the clock means about ten years.
+pub(crate) fn deadline(from: Instant, timeout: Duration) -> Instant {
+    from.checked_add(timeout)
+        .or_else(|| from.checked_add(Duration::from_secs(10 * 365 * 86_400)))
+        .unwrap_or(from)
+}
+
 /// The number of epoch ticks that covers `d`, at least one.
 pub(crate) fn ticks(d: Duration, tick: Duration) -> u64 {
-    (d.as_nanos().div_ceil(tick.as_nanos().max(1))).clamp(1, u64::MAX as u128) as u64
+    // wasmtime adds the ticks to the current epoch, so they stay far from overflowing it
+    // (2^48 ticks of 1 ms is over 8 000 years).
+    (d.as_nanos().div_ceil(tick.as_nanos().max(1))).clamp(1, 1 << 48) as u64
 }

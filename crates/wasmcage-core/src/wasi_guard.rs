@@ -40,6 +40,15 @@ const ERRNO_SUCCESS: i32 = 0;
 const ERRNO_FAULT: i32 = 21;
 const ERRNO_INVAL: i32 = 28;
 const ERRNO_NOSPC: i32 = 51;
+const ERRNO_MFILE: i32 = 33;
+const OFLAGS_CREAT: i32 = 1;
+/// What one new directory entry costs against the disk limit: a block for its inode.
+const ENTRY_BYTES: u64 = 4096;
+/// The most bytes of a path copied into a security event.
+const MAX_REPORTED_PATH: usize = 1024;
+/// The most subscriptions one `poll_oneoff` may have. wasmtime-wasi answers descriptor
+/// polls in one host call that the deadline cannot interrupt, so its size is bounded.
+const MAX_SUBSCRIPTIONS: usize = 4096;
 const FILETYPE_REGULAR_FILE: u8 = 4;
 /// The most bytes `random_get` fills before looking at the deadline again.
 const RANDOM_SLICE: usize = 1 << 20;
@@ -53,6 +62,10 @@ pub(crate) fn install(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
     linker.func_wrap(WASI_P1, "fd_pwrite", fd_pwrite)?;
     linker.func_wrap(WASI_P1, "fd_allocate", fd_allocate)?;
     linker.func_wrap(WASI_P1, "fd_filestat_set_size", fd_filestat_set_size)?;
+    linker.func_wrap(WASI_P1, "fd_close", fd_close)?;
+    linker.func_wrap(WASI_P1, "path_create_directory", path_create_directory)?;
+    linker.func_wrap(WASI_P1, "path_symlink", path_symlink)?;
+    linker.func_wrap(WASI_P1, "path_link", path_link)?;
     linker.allow_shadowing(false);
     Ok(())
 }
@@ -127,12 +140,19 @@ fn path_open(
     let Some(memory) = memory_of(&mut caller) else {
         return Ok(ERRNO_INVAL);
     };
+    // Only a bounded prefix of the path is kept for the event: the guest chooses its length.
     let path = memory
         .data(&caller)
         .get(path_ptr as u32 as usize..)
-        .and_then(|rest| rest.get(..path_len as u32 as usize))
+        .and_then(|rest| rest.get(..(path_len as u32 as usize).min(MAX_REPORTED_PATH)))
         .map(|p| String::from_utf8_lossy(p).into_owned())
         .unwrap_or_default();
+    if caller.data().open_files >= crate::store::MAX_OPEN_FILES {
+        return Ok(ERRNO_MFILE);
+    }
+    if oflags & OFLAGS_CREAT != 0 && !take_entry(&mut caller) {
+        return Ok(ERRNO_NOSPC);
+    }
     let errno = call_wasi(&mut caller, memory, |wasi, guest| {
         wasmtime_wasi::runtime::in_tokio(p1::path_open(
             wasi,
@@ -148,6 +168,9 @@ fn path_open(
             opened_fd,
         ))
     })?;
+    if errno == ERRNO_SUCCESS {
+        caller.data_mut().open_files += 1;
+    }
     if matches!(
         errno,
         ERRNO_ACCES | ERRNO_PERM | ERRNO_ROFS | ERRNO_NOTCAPABLE
@@ -156,6 +179,125 @@ fn path_open(
         guard.report(SecurityEventKind::CapabilityDenied, "filesystem", path);
     }
     Ok(errno)
+}
+
+fn fd_close(mut caller: Caller<'_, StoreState>, fd: i32) -> wasmtime::Result<i32> {
+    let Some(memory) = memory_of(&mut caller) else {
+        return Ok(ERRNO_INVAL);
+    };
+    let errno = call_wasi(&mut caller, memory, |wasi, guest| {
+        wasmtime_wasi::runtime::in_tokio(p1::fd_close(wasi, guest, fd))
+    })?;
+    if errno == ERRNO_SUCCESS {
+        let state = caller.data_mut();
+        state.open_files = state.open_files.saturating_sub(1);
+    }
+    Ok(errno)
+}
+
+/// Takes one new directory entry from the execution's allowance (and its block from the
+/// disk limit); `false`, with a security event the first time, when none is left.
+fn take_entry(caller: &mut Caller<'_, StoreState>) -> bool {
+    let state = caller.data_mut();
+    let disk_ok = state.disk_left.is_none_or(|left| left >= ENTRY_BYTES);
+    if state.entries_left > 0 && disk_ok {
+        state.entries_left -= 1;
+        if let Some(left) = &mut state.disk_left {
+            *left -= ENTRY_BYTES;
+        }
+        return true;
+    }
+    report_disk(
+        state,
+        format!(
+            "a new directory entry requested; {} of {} entries left",
+            state.entries_left,
+            crate::store::MAX_NEW_ENTRIES
+        ),
+    );
+    false
+}
+
+/// Reports a refused write or entry once per execution: a guest retrying in a loop must not
+/// flood the observers.
+fn report_disk(state: &mut StoreState, target: String) {
+    if std::mem::replace(&mut state.disk_reported, true) {
+        return;
+    }
+    if let Some(guard) = &state.guard {
+        guard.observer.on_event(&Event::Security(&SecurityEvent {
+            kind: SecurityEventKind::LimitExceeded(LimitKind::Disk),
+            capability: LimitKind::Disk.as_str(),
+            target,
+            action: SecurityAction::Denied,
+            module: guard.module.clone(),
+            execution_id: guard.execution_id,
+        }));
+    }
+}
+
+fn path_create_directory(
+    mut caller: Caller<'_, StoreState>,
+    fd: i32,
+    path_ptr: i32,
+    path_len: i32,
+) -> wasmtime::Result<i32> {
+    let Some(memory) = memory_of(&mut caller) else {
+        return Ok(ERRNO_INVAL);
+    };
+    if !take_entry(&mut caller) {
+        return Ok(ERRNO_NOSPC);
+    }
+    call_wasi(&mut caller, memory, |wasi, guest| {
+        wasmtime_wasi::runtime::in_tokio(p1::path_create_directory(
+            wasi, guest, fd, path_ptr, path_len,
+        ))
+    })
+}
+
+fn path_symlink(
+    mut caller: Caller<'_, StoreState>,
+    old_ptr: i32,
+    old_len: i32,
+    fd: i32,
+    new_ptr: i32,
+    new_len: i32,
+) -> wasmtime::Result<i32> {
+    let Some(memory) = memory_of(&mut caller) else {
+        return Ok(ERRNO_INVAL);
+    };
+    if !take_entry(&mut caller) {
+        return Ok(ERRNO_NOSPC);
+    }
+    call_wasi(&mut caller, memory, |wasi, guest| {
+        wasmtime_wasi::runtime::in_tokio(p1::path_symlink(
+            wasi, guest, old_ptr, old_len, fd, new_ptr, new_len,
+        ))
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn path_link(
+    mut caller: Caller<'_, StoreState>,
+    old_fd: i32,
+    old_flags: i32,
+    old_ptr: i32,
+    old_len: i32,
+    new_fd: i32,
+    new_ptr: i32,
+    new_len: i32,
+) -> wasmtime::Result<i32> {
+    let Some(memory) = memory_of(&mut caller) else {
+        return Ok(ERRNO_INVAL);
+    };
+    if !take_entry(&mut caller) {
+        return Ok(ERRNO_NOSPC);
+    }
+    call_wasi(&mut caller, memory, |wasi, guest| {
+        wasmtime_wasi::runtime::in_tokio(p1::path_link(
+            wasi, guest, old_fd, old_flags, old_ptr, old_len, new_fd, new_ptr, new_len,
+        ))
+    })
 }
 
 /// `random_get` in slices: filling a guest's whole memory with random bytes takes long
@@ -227,16 +369,7 @@ fn disk_allows(caller: &mut Caller<'_, StoreState>, fd: i32, bytes: u64) -> Disk
     }
     let state = caller.data_mut();
     state.disk_left = Some(0);
-    if let Some(guard) = &state.guard {
-        guard.observer.on_event(&Event::Security(&SecurityEvent {
-            kind: SecurityEventKind::LimitExceeded(LimitKind::Disk),
-            capability: LimitKind::Disk.as_str(),
-            target: format!("{bytes} bytes more requested, {left} left"),
-            action: SecurityAction::Denied,
-            module: guard.module.clone(),
-            execution_id: guard.execution_id,
-        }));
-    }
+    report_disk(state, format!("{bytes} bytes more requested, {left} left"));
     Disk::Refused
 }
 
@@ -310,14 +443,25 @@ fn counted_write(
     if disk == Disk::Refused {
         return Ok(ERRNO_NOSPC);
     }
-    let errno = call_wasi(&mut caller, memory, |wasi, guest| {
+    let written = call_wasi(&mut caller, memory, |wasi, guest| {
         wasmtime_wasi::runtime::in_tokio(async {
             match offset {
                 None => p1::fd_write(wasi, guest, fd, iovs, iovs_len, nwritten).await,
                 Some(o) => p1::fd_pwrite(wasi, guest, fd, iovs, iovs_len, o, nwritten).await,
             }
         })
-    })?;
+    });
+    let errno = match written {
+        Ok(errno) => errno,
+        Err(trap) => {
+            // The bytes may be on disk although the call trapped (an `nwritten` pointer out
+            // of bounds): charge everything asked for.
+            if disk == Disk::Counted {
+                charge(&mut caller, asked);
+            }
+            return Err(trap);
+        }
+    };
     if disk == Disk::Counted && errno == ERRNO_SUCCESS {
         let written = read_u32(memory.data(&caller), nwritten).unwrap_or(0);
         charge(&mut caller, u64::from(written));
@@ -395,7 +539,7 @@ fn poll_oneoff(
         return Ok(ERRNO_INVAL);
     };
     let n = nsubscriptions as u32 as usize;
-    if n == 0 {
+    if n == 0 || n > MAX_SUBSCRIPTIONS {
         return Ok(ERRNO_INVAL);
     }
     // Bound everything by the guest's own memory before allocating anything: both arrays
@@ -431,7 +575,7 @@ fn poll_oneoff(
     // Clocks only: sleep until the earliest, but never past the deadline.
     let earliest = subs.iter().filter_map(|s| s.wait).min().unwrap_or_default();
     let state = caller.data();
-    if Instant::now() + earliest > state.deadline {
+    if crate::store::deadline(Instant::now(), earliest) > state.deadline {
         let left = state.deadline.saturating_duration_since(Instant::now());
         state.sleep(left)?;
         return Err(wasmtime::Error::new(LimitBreach {

@@ -180,7 +180,7 @@ pub(crate) fn compile(
             let _ = (&mut stderr).take(64 << 10).read_to_string(&mut text);
             text
         });
-        let deadline = Instant::now() + worker.timeout;
+        let deadline = crate::store::deadline(Instant::now(), worker.timeout);
         let status = loop {
             match child.try_wait() {
                 Ok(Some(status)) => break Some(status),
