@@ -273,6 +273,20 @@ impl Sandbox {
         export: &str,
         args: &[Value],
     ) -> Result<CallOutput, Error> {
+        self.call_async_holding(module, export, args, ()).await
+    }
+
+    /// [`Sandbox::call_async`] that keeps `hold` until the execution has really ended, even
+    /// when the future is dropped first: a cancelled guest stops at its next check, not at
+    /// once, so whatever accounts for it (an admission permit, a share of a memory budget)
+    /// must live as long as it runs.
+    pub async fn call_async_holding<H: Send + 'static>(
+        &self,
+        module: &Module,
+        export: &str,
+        args: &[Value],
+        hold: H,
+    ) -> Result<CallOutput, Error> {
         let (sandbox, module, export, args) = (
             self.clone(),
             module.clone(),
@@ -280,6 +294,7 @@ impl Sandbox {
             args.to_vec(),
         );
         blocking(move |cancel| {
+            let _hold = hold;
             let mut plan = Plan::call(&module, &export, &args)?;
             plan.cancel = Some(cancel);
             let done = sandbox.execute(&module, plan)?;
@@ -297,8 +312,20 @@ impl Sandbox {
         module: &Module,
         input: CommandInput,
     ) -> Result<CommandOutput, Error> {
+        self.run_command_async_holding(module, input, ()).await
+    }
+
+    /// [`Sandbox::run_command_async`] that keeps `hold` until the execution has really
+    /// ended; see [`Sandbox::call_async_holding`].
+    pub async fn run_command_async_holding<H: Send + 'static>(
+        &self,
+        module: &Module,
+        input: CommandInput,
+        hold: H,
+    ) -> Result<CommandOutput, Error> {
         let (sandbox, module) = (self.clone(), module.clone());
         blocking(move |cancel| {
+            let _hold = hold;
             let mut plan = Plan::command(&module, input)?;
             plan.cancel = Some(cancel);
             let done = sandbox.execute(&module, plan)?;

@@ -401,6 +401,28 @@ impl State {
             .cloned()
     }
 
+    /// Whether `who` may see and use module `id`. With API keys, a module belongs to the keys
+    /// that uploaded it (the same bytes uploaded by two keys belong to both); another key
+    /// is answered as if it did not exist. Without keys there is one tenant.
+    fn owns(&self, who: &str, id: &str) -> bool {
+        if self.config.api_keys.is_empty() {
+            return true;
+        }
+        self.accounts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&owner_of(who))
+            .is_some_and(|a| a.modules.contains(id))
+    }
+
+    /// A module of `who`'s ready to run, or 404, or 503 while it compiles.
+    fn owned_module(&self, who: &str, id: &str) -> Result<Module, ApiError> {
+        if !self.owns(who, id) {
+            return Err(unknown_module(id));
+        }
+        self.module(id)
+    }
+
     /// A module ready to run, or 404, or 503 while it compiles.
     fn module(&self, id: &str) -> Result<Module, ApiError> {
         match self.slot(id) {
@@ -1231,6 +1253,7 @@ struct ListQuery {
 /// may follow.
 async fn list(
     axum::extract::State(state): axum::extract::State<Arc<State>>,
+    Extension(Caller(who)): Extension<Caller>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Json_>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad("bad_query", e.body_text()))?;
@@ -1248,6 +1271,7 @@ async fn list(
     };
     let page: Vec<Json_> = modules
         .range((from, Bound::Unbounded))
+        .filter(|(id, _)| state.owns(&who, id))
         .take(limit + 1)
         .map(|(id, slot)| describe_slot(id, slot))
         .collect();
@@ -1263,19 +1287,31 @@ async fn list(
 
 async fn describe(
     axum::extract::State(state): axum::extract::State<Arc<State>>,
+    Extension(Caller(who)): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Json_>, ApiError> {
-    Ok(Json(describe_module(&state.module(&id)?)))
+    Ok(Json(describe_module(&state.owned_module(&who, &id)?)))
 }
 
-/// Deletes a module for every key: from memory, from the store (durably) and its compiled
-/// code from the engine's disk cache.
+/// Deletes the caller's module. While other keys still hold the same module it stays for
+/// them and only the caller's share goes; the last holder's delete removes it from memory,
+/// from the store (durably) and its compiled code from the engine's disk cache.
 async fn remove(
     axum::extract::State(state): axum::extract::State<Arc<State>>,
+    Extension(Caller(who)): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let _store = state.store_lock.lock().await;
-    let module = state.module(&id)?;
+    let store = state.store_lock.lock().await;
+    let module = state.owned_module(&who, &id)?;
+    if !state.config.api_keys.is_empty() {
+        state.refund(&id, module.size_bytes(), Some(&who));
+        if !state.owners(&id).is_empty() {
+            // `save_owners` takes the store lock itself.
+            drop(store);
+            state.save_owners(&id).await;
+            return Ok(StatusCode::NO_CONTENT);
+        }
+    }
     state.modules.write().expect("module map lock").remove(&id);
     state.refund(&id, module.size_bytes(), None);
     let writer = state.clone();
@@ -1338,7 +1374,7 @@ async fn invoke(
 ) -> Result<Json<Json_>, ApiError> {
     let Json(req) = body?;
     limited(&state, async {
-        let module = state.module(&id)?;
+        let module = state.owned_module(&who, &id)?;
         let sandbox = state.sandbox(
             req.profile.as_deref(),
             req.limits.as_ref(),
@@ -1384,12 +1420,14 @@ async fn invoke(
                     .map_err(|e| ApiError::bad("bad_arguments", format!("args[{i}]: {e}")))?,
             );
         }
-        let _admitted = state
+        // The admission is held by the execution itself: a request that times out or loses
+        // its client stops the guest, but its slot is free only once the guest has stopped.
+        let admitted = state
             .admission
             .admit(&who, sandbox.limits().memory_bytes)
             .await?;
         let out = sandbox
-            .call_async(&module, &req.export, &args)
+            .call_async_holding(&module, &req.export, &args, admitted)
             .await
             .map_err(core_error)?;
         let results: Vec<Json_> = out.results.iter().map(to_json).collect();
@@ -1442,7 +1480,7 @@ async fn run(
 ) -> Result<Json<Json_>, ApiError> {
     let Json(req) = body?;
     limited(&state, async {
-        let module = state.module(&id)?;
+        let module = state.owned_module(&who, &id)?;
         let max = state.config.max_stdin_bytes;
         let stdin = match (req.stdin, req.stdin_base64) {
             (Some(_), Some(_)) => {
@@ -1475,17 +1513,18 @@ async fn run(
             (None, None) => Vec::new(),
         };
         let sandbox = state.sandbox(req.profile.as_deref(), req.limits.as_ref(), &req.env)?;
-        let _admitted = state
+        let admitted = state
             .admission
             .admit(&who, sandbox.limits().memory_bytes)
             .await?;
         let out = sandbox
-            .run_command_async(
+            .run_command_async_holding(
                 &module,
                 CommandInput {
                     args: req.args,
                     stdin,
                 },
+                admitted,
             )
             .await
             .map_err(core_error)?;

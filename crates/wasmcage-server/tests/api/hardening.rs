@@ -317,6 +317,16 @@ async fn executions_are_bounded_per_key_and_by_the_memory_budget() {
         "/v1/modules/{}/invoke",
         id_of(&r.json::<Value>().await.unwrap())
     );
+    // Key B holds the same module: a module belongs to the keys that uploaded it.
+    let r = s
+        .client
+        .post(format!("{}/v1/modules?name=add", s.base))
+        .header("x-api-key", KEY_B)
+        .body(ADD)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
     let spin = {
         let (client, url) = (s.client.clone(), format!("{}{url}", s.base));
         tokio::spawn(async move {
@@ -739,4 +749,107 @@ async fn a_client_that_disconnects_frees_its_execution_slot() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// With API keys, a module belongs to the keys that uploaded it: another key cannot list,
+/// describe, run or delete it (it is answered 404, as if it did not exist), and a key that
+/// uploaded the same bytes too deletes only its own hold on them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_see_and_delete_only_their_own_modules() {
+    let s = start(|c| c.api_keys = vec![KEY_A.into(), KEY_B.into()]).await;
+    let send = |method: reqwest::Method, path: String, key: &'static str, body: Option<String>| {
+        let mut r = s
+            .client
+            .request(method, format!("{}{path}", s.base))
+            .header("x-api-key", key);
+        if let Some(b) = body {
+            r = r.header("content-type", "application/json").body(b);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap_or_default())
+        }
+    };
+    let (status, m) = send(
+        reqwest::Method::POST,
+        "/v1/modules?name=add".into(),
+        KEY_A,
+        Some(ADD.into()),
+    )
+    .await;
+    assert_eq!(status, 201, "{m}");
+    let id = id_of(&serde_json::from_str(&m).unwrap());
+    let one = format!("/v1/modules/{id}");
+    let invoke = format!("/v1/modules/{id}/invoke");
+    let call = Some(r#"{"export":"add","args":[1,2]}"#.to_owned());
+
+    let (_, listed) = send(reqwest::Method::GET, "/v1/modules".into(), KEY_B, None).await;
+    assert!(!listed.contains(&id), "{listed}");
+    assert_eq!(
+        send(reqwest::Method::GET, one.clone(), KEY_B, None).await.0,
+        404
+    );
+    assert_eq!(
+        send(reqwest::Method::POST, invoke.clone(), KEY_B, call.clone())
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        send(reqwest::Method::DELETE, one.clone(), KEY_B, None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        send(reqwest::Method::POST, invoke.clone(), KEY_A, call.clone())
+            .await
+            .0,
+        200
+    );
+
+    // B uploads the same bytes: both hold them; B's delete leaves A's.
+    let (status, _) = send(
+        reqwest::Method::POST,
+        "/v1/modules?name=mine".into(),
+        KEY_B,
+        Some(ADD.into()),
+    )
+    .await;
+    assert!(status == 200 || status == 201, "{status}");
+    assert_eq!(
+        send(reqwest::Method::POST, invoke.clone(), KEY_B, call.clone())
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        send(reqwest::Method::DELETE, one.clone(), KEY_B, None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        send(reqwest::Method::POST, invoke.clone(), KEY_B, call.clone())
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        send(reqwest::Method::POST, invoke.clone(), KEY_A, call.clone())
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        send(reqwest::Method::DELETE, one.clone(), KEY_A, None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        send(reqwest::Method::POST, invoke, KEY_A, call).await.0,
+        404
+    );
 }
