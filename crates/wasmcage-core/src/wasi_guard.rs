@@ -236,11 +236,11 @@ fn report_disk(state: &mut StoreState, target: String) {
     }
 }
 
-fn path_create_directory(
+/// A call that creates one directory entry: it takes the entry from the execution's
+/// allowance first, and answers `ENOSPC` when none is left.
+fn creating_entry(
     mut caller: Caller<'_, StoreState>,
-    fd: i32,
-    path_ptr: i32,
-    path_len: i32,
+    f: impl FnOnce(&mut WasiP1Ctx, &mut wiggle::GuestMemory<'_>) -> wasmtime::Result<i32>,
 ) -> wasmtime::Result<i32> {
     let Some(memory) = memory_of(&mut caller) else {
         return Ok(ERRNO_INVAL);
@@ -248,7 +248,16 @@ fn path_create_directory(
     if !take_entry(&mut caller) {
         return Ok(ERRNO_NOSPC);
     }
-    call_wasi(&mut caller, memory, |wasi, guest| {
+    call_wasi(&mut caller, memory, f)
+}
+
+fn path_create_directory(
+    caller: Caller<'_, StoreState>,
+    fd: i32,
+    path_ptr: i32,
+    path_len: i32,
+) -> wasmtime::Result<i32> {
+    creating_entry(caller, |wasi, guest| {
         wasmtime_wasi::runtime::in_tokio(p1::path_create_directory(
             wasi, guest, fd, path_ptr, path_len,
         ))
@@ -256,20 +265,14 @@ fn path_create_directory(
 }
 
 fn path_symlink(
-    mut caller: Caller<'_, StoreState>,
+    caller: Caller<'_, StoreState>,
     old_ptr: i32,
     old_len: i32,
     fd: i32,
     new_ptr: i32,
     new_len: i32,
 ) -> wasmtime::Result<i32> {
-    let Some(memory) = memory_of(&mut caller) else {
-        return Ok(ERRNO_INVAL);
-    };
-    if !take_entry(&mut caller) {
-        return Ok(ERRNO_NOSPC);
-    }
-    call_wasi(&mut caller, memory, |wasi, guest| {
+    creating_entry(caller, |wasi, guest| {
         wasmtime_wasi::runtime::in_tokio(p1::path_symlink(
             wasi, guest, old_ptr, old_len, fd, new_ptr, new_len,
         ))
@@ -278,7 +281,7 @@ fn path_symlink(
 
 #[allow(clippy::too_many_arguments)]
 fn path_link(
-    mut caller: Caller<'_, StoreState>,
+    caller: Caller<'_, StoreState>,
     old_fd: i32,
     old_flags: i32,
     old_ptr: i32,
@@ -287,13 +290,7 @@ fn path_link(
     new_ptr: i32,
     new_len: i32,
 ) -> wasmtime::Result<i32> {
-    let Some(memory) = memory_of(&mut caller) else {
-        return Ok(ERRNO_INVAL);
-    };
-    if !take_entry(&mut caller) {
-        return Ok(ERRNO_NOSPC);
-    }
-    call_wasi(&mut caller, memory, |wasi, guest| {
+    creating_entry(caller, |wasi, guest| {
         wasmtime_wasi::runtime::in_tokio(p1::path_link(
             wasi, guest, old_fd, old_flags, old_ptr, old_len, new_fd, new_ptr, new_len,
         ))
