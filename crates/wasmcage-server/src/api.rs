@@ -1479,6 +1479,14 @@ async fn run(
     body: Result<Json<RunRequest>, JsonRejection>,
 ) -> Result<Json<Json_>, ApiError> {
     let Json(req) = body?;
+    // WASI hands arguments to the guest as C strings: a NUL would cut one short, or split
+    // it, differently than the caller meant.
+    if let Some(i) = req.args.iter().position(|a| a.contains('\0')) {
+        return Err(ApiError::bad(
+            "bad_args",
+            format!("args[{i}] contains a NUL byte, which a guest's argument cannot hold"),
+        ));
+    }
     limited(&state, async {
         let module = state.owned_module(&who, &id)?;
         let max = state.config.max_stdin_bytes;

@@ -300,6 +300,13 @@ async fn upload_invoke_run_and_every_error_class() {
         )
         .await;
     assert_eq!((status, error_code(&out)), (400, "env_not_allowed"));
+    let (status, out) = s
+        .post(
+            &format!("/v1/modules/{echo_id}/run"),
+            json!({"args": ["ok", "a\0b"]}),
+        )
+        .await;
+    assert_eq!((status, error_code(&out)), (400, "bad_args"), "{out}");
 
     // Monitoring on the same listener.
     let (status, metrics) = s.get("/metrics").await;
