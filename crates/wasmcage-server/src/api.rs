@@ -233,6 +233,8 @@ pub(crate) struct State {
     /// Serializes writes and removals in the store with the map updates that go with them,
     /// so that a delete and a concurrent upload of the same bytes cannot interleave.
     store_lock: tokio::sync::Mutex<()>,
+    /// Request bodies held in memory, in KiB: see `ServerConfig::max_body_memory`.
+    body_memory: Arc<Semaphore>,
     compiles: Arc<Semaphore>,
     compiles_per_key: Mutex<HashMap<Arc<str>, Arc<Semaphore>>>,
     /// One WAT parse at a time per key: parsing costs CPU like a small compile, but has its
@@ -244,6 +246,9 @@ pub(crate) struct State {
 
 impl State {
     pub(crate) fn new(config: ServerConfig) -> Result<Self, ServerError> {
+        let body_kib = usize::try_from(config.max_body_memory.div_ceil(1024))
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
         let store = Store::new(
             config.data_dir.join("modules"),
             config.data_dir.join("quarantine"),
@@ -309,6 +314,7 @@ impl State {
             accounts: Mutex::default(),
             store,
             store_lock: tokio::sync::Mutex::new(()),
+            body_memory: Arc::new(Semaphore::new(body_kib)),
             health,
             metrics,
         })
@@ -933,6 +939,29 @@ async fn read_body(
     {
         return too_large();
     }
+    // The body is held in memory from here until the request ends, so it is reserved out of
+    // the server's budget for bodies first (at its declared length, or the largest allowed):
+    // many slow bodies at once must not add up past what the server can hold.
+    // A request with neither a length nor a transfer encoding has no body.
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let chunked = parts.headers.contains_key(header::TRANSFER_ENCODING);
+    let reserve = match declared {
+        Some(n) => n,
+        None if chunked => max as u64,
+        None => 0,
+    };
+    let kib = u32::try_from(reserve.div_ceil(1024)).unwrap_or(u32::MAX);
+    let Ok(_reserved) = state.body_memory.clone().try_acquire_many_owned(kib) else {
+        return ApiError::busy(
+            "the server holds as many request bodies as it may; retry shortly",
+            1,
+        )
+        .into_response();
+    };
     let read = async {
         let mut buf: Vec<u8> = Vec::new();
         while let Some(frame) =

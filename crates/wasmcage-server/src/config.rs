@@ -27,6 +27,10 @@ pub struct ServerConfig {
     pub api_keys: Vec<String>,
     /// The largest request body, in bytes (default 16 MiB).
     pub max_body_bytes: usize,
+    /// The most bytes of request bodies held in memory at once across all requests (file
+    /// key `max_body_memory`, default 256 MiB): a request whose body would not fit is a
+    /// 503 `busy` before its body is read. At least `max_body_bytes`.
+    pub max_body_memory: u64,
     /// The longest a request may take (default 60 s).
     pub request_timeout: Duration,
     /// Environment variables a `run` request may set (default: none).
@@ -172,6 +176,7 @@ impl Default for ServerConfig {
             },
             api_keys: Vec::new(),
             max_body_bytes: 16 << 20,
+            max_body_memory: 256 << 20,
             request_timeout: Duration::from_secs(60),
             allowed_env: Vec::new(),
             rate_limit: None,
@@ -216,6 +221,7 @@ struct File {
     profile: Option<String>,
     api_keys: Option<Vec<String>>,
     max_body: Option<String>,
+    max_body_memory: Option<String>,
     request_timeout: Option<String>,
     allowed_env: Option<Vec<String>>,
     metrics_require_key: Option<bool>,
@@ -326,6 +332,9 @@ impl ServerConfig {
         if let Some(body) = file.max_body {
             c.max_body_bytes = parse_size(&body).map_err(|e| bad("max_body", e))? as usize;
         }
+        if let Some(memory) = file.max_body_memory {
+            c.max_body_memory = parse_size(&memory).map_err(|e| bad("max_body_memory", e))?;
+        }
         if let Some(t) = file.request_timeout {
             c.request_timeout = parse_duration(&t).map_err(|e| bad("request_timeout", e))?;
         }
@@ -428,6 +437,15 @@ impl ServerConfig {
     /// Checks every value's range; [`Server::bind`](crate::Server::bind) calls it too, so a
     /// configuration built in code is held to the same rules as a file.
     pub fn validate(&self) -> Result<(), ServerError> {
+        if self.max_body_memory < self.max_body_bytes as u64 {
+            return Err(bad(
+                "max_body_memory",
+                format!(
+                    "{} is less than max_body ({}); one largest body must fit",
+                    self.max_body_memory, self.max_body_bytes
+                ),
+            ));
+        }
         for (i, key) in self.api_keys.iter().enumerate() {
             if key.chars().count() < MIN_KEY_CHARS {
                 return Err(bad(
@@ -568,6 +586,7 @@ impl ServerConfig {
                     .collect(),
             ),
             max_body: Some(self.max_body_bytes.to_string()),
+            max_body_memory: Some(self.max_body_memory.to_string()),
             request_timeout: Some(format!("{}ms", self.request_timeout.as_millis())),
             allowed_env: Some(self.allowed_env.clone()),
             rate_limit: self.rate_limit,

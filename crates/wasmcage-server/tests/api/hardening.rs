@@ -853,3 +853,40 @@ async fn tenants_see_and_delete_only_their_own_modules() {
         404
     );
 }
+
+/// Request bodies are reserved out of one budget before they are read: slow clients each
+/// holding a large body open cannot add up past what the server may hold (100 stalled
+/// 16 MiB bodies once grew it to 2.4 GB); a body that does not fit is 503 `busy` until
+/// room is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_share_one_memory_budget() {
+    use tokio::io::AsyncWriteExt;
+    let s = start(|c| {
+        c.max_body_bytes = 1 << 20;
+        c.max_body_memory = 1 << 20;
+        c.body_read_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stalled
+        .write_all(
+            b"POST /v1/modules?name=slow HTTP/1.1\r\nhost: x\r\ncontent-length: 1048576\r\n\r\n(mod",
+        )
+        .await
+        .unwrap();
+    let refused = eventually("the stalled body holds the budget", || async {
+        let (status, body) = s.upload("add", ADD).await;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert_eq!(error_code(&refused), "busy", "{refused}");
+    // Requests without a body are not held up.
+    assert_eq!(s.get("/v1/modules").await.0, 200);
+    drop(stalled);
+    eventually("the budget is free again", || async {
+        let (status, _) = s.upload("add", ADD).await;
+        (status == 201).then_some(())
+    })
+    .await;
+}
