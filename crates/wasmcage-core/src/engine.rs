@@ -221,16 +221,8 @@ impl Engine {
             reason,
         };
         let limits = &self.inner.config.compile_limits;
-        if bytes.len() as u64 > limits.max_module_bytes {
-            return Err(Error::ModuleTooLarge {
-                name: name.to_owned(),
-                what: format!(
-                    "the module is {} bytes; the most this engine compiles is {}",
-                    bytes.len(),
-                    limits.max_module_bytes
-                ),
-            });
-        }
+        // Large WAT text is refused before it is parsed, the binary again by the scan.
+        crate::precheck::check_size(name, bytes, limits)?;
         let binary = wat::parse_bytes(bytes).map_err(|e| invalid(e.to_string()))?;
         let scan = crate::precheck::scan(name, &binary, limits)?;
         let hash = ModuleHash(Sha256::digest(&binary).into());

@@ -42,6 +42,22 @@ impl Default for CompileLimits {
     }
 }
 
+/// Refuses input (binary, or WAT text before it is parsed) larger than
+/// [`CompileLimits::max_module_bytes`].
+pub(crate) fn check_size(name: &str, bytes: &[u8], limits: &CompileLimits) -> Result<(), Error> {
+    if bytes.len() as u64 > limits.max_module_bytes {
+        return Err(Error::ModuleTooLarge {
+            name: name.to_owned(),
+            what: format!(
+                "the module is {} bytes; the most this engine compiles is {}",
+                bytes.len(),
+                limits.max_module_bytes
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// What the scan learned.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Scan {
@@ -56,13 +72,7 @@ pub(crate) fn scan(name: &str, binary: &[u8], limits: &CompileLimits) -> Result<
         name: name.to_owned(),
         what,
     };
-    if binary.len() as u64 > limits.max_module_bytes {
-        return Err(too_large(format!(
-            "the module is {} bytes; the most this engine compiles is {}",
-            binary.len(),
-            limits.max_module_bytes
-        )));
-    }
+    check_size(name, binary, limits)?;
     let mut scan = Scan::default();
     let mut functions = 0u64;
     for payload in Parser::new(0).parse_all(binary) {

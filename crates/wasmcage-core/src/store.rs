@@ -70,6 +70,8 @@ pub(crate) struct StoreState {
     pub(crate) entries_left: u32,
     /// Files the guest has open through `path_open` and not closed.
     pub(crate) open_files: u32,
+    /// Whether `path_open` has succeeded in this execution (so a descriptor may be a file).
+    pub(crate) opened_files: bool,
     /// Whether a disk or entry refusal was already reported for this execution.
     pub(crate) disk_reported: bool,
     /// The engine's epoch tick, to turn the time left into ticks.
@@ -173,6 +175,7 @@ pub(crate) fn new_store(
             disk_left: limits.disk_bytes,
             entries_left: MAX_NEW_ENTRIES,
             open_files: 0,
+            opened_files: false,
             disk_reported: false,
             tick,
         },
@@ -225,6 +228,7 @@ pub(crate) fn arm(
     state.disk_left = limits.disk_bytes;
     state.entries_left = MAX_NEW_ENTRIES;
     state.open_files = 0;
+    state.opened_files = false;
     state.disk_reported = false;
     let first = next_check(store.data());
     store.set_epoch_deadline(first);

@@ -169,7 +169,9 @@ fn path_open(
         ))
     })?;
     if errno == ERRNO_SUCCESS {
-        caller.data_mut().open_files += 1;
+        let state = caller.data_mut();
+        state.open_files += 1;
+        state.opened_files = true;
     }
     if matches!(
         errno,
@@ -358,7 +360,9 @@ fn disk_allows(caller: &mut Caller<'_, StoreState>, fd: i32, bytes: u64) -> Disk
     let Some(left) = caller.data().disk_left else {
         return Disk::Unlimited;
     };
-    if filetype(caller, fd) != Some(FILETYPE_REGULAR_FILE) {
+    // A regular file can only be reached through `path_open`: until the guest has opened
+    // one, every write goes to stdout, stderr or a pipe, and needs no look at its descriptor.
+    if !caller.data().opened_files || filetype(caller, fd) != Some(FILETYPE_REGULAR_FILE) {
         return Disk::Unlimited;
     }
     if bytes <= left {

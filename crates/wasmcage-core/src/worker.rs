@@ -163,10 +163,9 @@ pub(crate) fn compile(
     let mut stdout = child.stdout.take().expect("stdout is piped");
     let mut stderr = child.stderr.take().expect("stderr is piped");
     std::thread::scope(|scope| {
-        let input = binary.to_vec();
         scope.spawn(move || {
             // A worker that dies early closes its stdin; the wait below says why.
-            let _ = stdin.write_all(&input);
+            let _ = stdin.write_all(binary);
         });
         // The native code is bounded by what the worker may allocate.
         let limit = worker.memory_bytes;

@@ -667,6 +667,15 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 
+    /// 500 `storage`: the store could not be written or changed.
+    fn storage(what: &str, e: &std::io::Error) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "storage",
+            format!("{what}: {e}"),
+        )
+    }
+
     fn busy(message: impl Into<String>, retry_after: u64) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message).retry_after(retry_after)
     }
@@ -1257,13 +1266,7 @@ async fn compile_and_store(
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "storage",
-            format!("cannot store the module: {e}"),
-        )
-    })?;
+    .map_err(|e| ApiError::storage("cannot store the module", &e))?;
     state
         .modules
         .write()
@@ -1351,13 +1354,7 @@ async fn remove(
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "storage",
-            format!("cannot delete the module's files: {e}"),
-        )
-    })?;
+    .map_err(|e| ApiError::storage("cannot delete the module's files", &e))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
