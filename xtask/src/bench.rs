@@ -46,10 +46,19 @@ const GROUPS: &[(&str, &[&str])] = &[
         &["cold_start/no_cache", "cold_start/disk_cache"],
     ),
     (
-        "time per execution, warm pool (executions/s = 1e9 / ns)",
+        "time per execution on 1 thread (executions/s = 1e9 / ns)",
         &[
+            "throughput/wasmtime_by_hand_1_threads",
             "throughput/warm_pool_1_threads",
+            "throughput/sandbox_1_threads",
+        ],
+    ),
+    (
+        "time per execution on 2 threads (throughput = baseline / ratio)",
+        &[
+            "throughput/wasmtime_by_hand_2_threads",
             "throughput/warm_pool_2_threads",
+            "throughput/sandbox_2_threads",
         ],
     ),
 ];

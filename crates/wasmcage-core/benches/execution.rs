@@ -74,37 +74,71 @@ fn call(c: &mut Criterion) {
     group.finish();
 }
 
-/// Executions per second through one warm pool from 1 and from 2 threads, a fresh instance
-/// per execution. Reported as time per execution; executions/s = 1e9 / ns.
+/// Executions per second from 1 and from 2 threads, a fresh instance per execution: wasmtime
+/// by hand (each thread with its own store per call), one shared warm pool, and one shared
+/// sandbox instantiating on demand. Reported as time per execution; executions/s = 1e9 / ns.
 fn throughput(c: &mut Criterion) {
     let mut group = c.benchmark_group("throughput");
+
+    let raw_engine = by_hand_engine();
+    let raw_module = wasmtime::Module::new(&raw_engine, ADD).unwrap();
+    let pre = wasmtime::Linker::<()>::new(&raw_engine)
+        .instantiate_pre(&raw_module)
+        .unwrap();
+    let by_hand = || {
+        let mut store = wasmtime::Store::new(&raw_engine, ());
+        store.set_fuel(1_000_000).unwrap();
+        store.set_epoch_deadline(1_000);
+        let instance = pre.instantiate(&mut store).unwrap();
+        let add = instance
+            .get_typed_func::<(i32, i32), i32>(&mut store, "add")
+            .unwrap();
+        black_box(add.call(&mut store, (2, 3)).unwrap());
+    };
+
     let engine = Engine::new(EngineConfig::default()).unwrap();
     let module = engine.compile("add.wat", ADD.as_bytes()).unwrap();
     let sandbox = Sandbox::builder(&engine).build().unwrap();
     let pool = WarmPool::new(&sandbox, &module, PoolConfig::default()).unwrap();
     let args = [Value::I32(2), Value::I32(3)];
+    let pooled = || {
+        black_box(pool.call("add", &args).unwrap());
+    };
+    let on_demand = || {
+        black_box(sandbox.call(&module, "add", &args).unwrap());
+    };
+
     for threads in [1u64, 2] {
-        group.bench_function(format!("warm_pool_{threads}_threads"), |b| {
-            b.iter_custom(|iters| {
-                let per_thread = iters.div_ceil(threads);
-                let started = Instant::now();
-                std::thread::scope(|s| {
-                    for _ in 0..threads {
-                        s.spawn(|| {
-                            for _ in 0..per_thread {
-                                black_box(pool.call("add", &args).unwrap());
-                            }
-                        });
-                    }
-                });
-                // Scaled to `iters` executions: the time per execution is the inverse of
-                // throughput across all threads.
-                let ran = (per_thread * threads) as f64;
-                Duration::from_secs_f64(started.elapsed().as_secs_f64() * iters as f64 / ran)
-            })
-        });
+        let sides: [(&str, &(dyn Fn() + Sync)); 3] = [
+            ("wasmtime_by_hand", &by_hand),
+            ("warm_pool", &pooled),
+            ("sandbox", &on_demand),
+        ];
+        for (name, one) in sides {
+            group.bench_function(format!("{name}_{threads}_threads"), |b| {
+                b.iter_custom(|iters| across_threads(threads, iters, one))
+            });
+        }
     }
     group.finish();
+}
+
+/// Runs `iters` executions spread over `threads` threads and returns the wall time scaled to
+/// exactly `iters` executions: the time per execution is the inverse of the throughput.
+fn across_threads(threads: u64, iters: u64, one: &(dyn Fn() + Sync)) -> Duration {
+    let per_thread = iters.div_ceil(threads);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                for _ in 0..per_thread {
+                    one();
+                }
+            });
+        }
+    });
+    let ran = (per_thread * threads) as f64;
+    Duration::from_secs_f64(started.elapsed().as_secs_f64() * iters as f64 / ran)
 }
 
 fn command(c: &mut Criterion) {

@@ -103,7 +103,7 @@ impl<'a> Execution<'a> {
     }
 
     /// Runs the entry on an assigned store, classifies the end and reports it once.
-    pub(crate) fn run(mut self, plan: Plan<'_>, assigned: Assigned, io: Io) -> Finished {
+    pub(crate) fn run(mut self, plan: Plan<'_>, assigned: Assigned, io: Option<Io>) -> Finished {
         let observer = self.sandbox.observer();
         let limits = self.sandbox.limits();
         let execution_id = self.context.execution_id;
@@ -128,7 +128,10 @@ impl<'a> Execution<'a> {
                 }));
                 // The export was checked against the module's type before the execution
                 // started, so it is there; should it not be, that is the guest's trap.
-                let called = match instance.get_func(&mut store, plan.entry) {
+                let func = instance
+                    .get_module_export(&mut store, &plan.export)
+                    .and_then(wasmtime::Extern::into_func);
+                let called = match func {
                     Some(func) => func.call(&mut store, &plan.params, &mut results),
                     None => Err(wasmtime::Error::msg(format!(
                         "export `{}` is missing from the instance",
@@ -153,8 +156,10 @@ impl<'a> Execution<'a> {
                 module: self.module.info(),
             });
         }
-        let (stdout, stdout_bytes, stdout_truncated) = io.stdout.finish();
-        let (stderr, stderr_bytes, stderr_truncated) = io.stderr.finish();
+        let ((stdout, stdout_bytes, stdout_truncated), (stderr, stderr_bytes, stderr_truncated)) =
+            io.map_or_else(Default::default, |io| {
+                (io.stdout.finish(), io.stderr.finish())
+            });
         let exit_code = match (outcome, plan.kind) {
             (Outcome::Exited(code), _) => Some(code),
             (Outcome::Completed, ExecutionKind::Command) => Some(0),

@@ -1,9 +1,10 @@
 //! A compiled module, pre-linked against the engine's imports.
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use wasmcage_events::ModuleInfo;
-use wasmtime::{ExternType, FuncType, InstancePre};
+use wasmtime::{ExternType, FuncType, InstancePre, ModuleExport};
 
 use crate::precheck::Scan;
 use crate::store::StoreState;
@@ -50,7 +51,20 @@ pub(crate) struct Compiled {
     /// Whether it imports a WASI function that can reach into a directory.
     uses_paths: bool,
     has_start: bool,
+    /// The exported functions by name, resolved once: a call looks its entry up here and
+    /// reaches the instance's function by index, with no type-registry query.
+    entries: HashMap<Box<str>, Entry>,
     pre: OnceLock<InstancePre<StoreState>>,
+}
+
+/// An exported function, resolved when the module was compiled.
+pub(crate) struct Entry {
+    /// Where the function is among the module's exports.
+    pub(crate) export: ModuleExport,
+    /// Its parameter types; `None` if one of them cannot be passed from the host.
+    pub(crate) params: Option<Box<[ValueType]>>,
+    /// How many results it returns; `None` if one of them cannot be received by the host.
+    pub(crate) results: Option<usize>,
 }
 
 impl Compiled {
@@ -75,6 +89,28 @@ impl Compiled {
                 });
             }
         }
+        let entries = module
+            .exports()
+            .filter_map(|e| {
+                let ExternType::Func(f) = e.ty() else {
+                    return None;
+                };
+                let export = module.get_export_index(e.name())?;
+                let params = f.params().map(|t| ValueType::from_wasmtime(&t)).collect();
+                let results = f
+                    .results()
+                    .all(|t| ValueType::from_wasmtime(&t).is_some())
+                    .then(|| f.results().len());
+                Some((
+                    e.name().into(),
+                    Entry {
+                        export,
+                        params,
+                        results,
+                    },
+                ))
+            })
+            .collect();
         Ok(Compiled {
             module,
             info,
@@ -82,6 +118,7 @@ impl Compiled {
             imports_wasi,
             uses_paths,
             has_start: scan.has_start,
+            entries,
             pre: OnceLock::new(),
         })
     }
@@ -160,15 +197,23 @@ impl Module {
         &self.engine
     }
 
-    /// The export's function type, or a clear error naming what does exist.
-    pub(crate) fn func_type(&self, export: &str) -> Result<FuncType, Error> {
-        match self.compiled.module.get_export(export) {
-            Some(ExternType::Func(f)) => Ok(f),
-            _ => Err(Error::ExportNotFound {
+    /// The exported function `export`, or a clear error naming what does exist.
+    pub(crate) fn entry(&self, export: &str) -> Result<&Entry, Error> {
+        self.compiled
+            .entries
+            .get(export)
+            .ok_or_else(|| Error::ExportNotFound {
                 module: self.info.name.to_string(),
                 export: export.to_owned(),
                 available: self.exports().into_iter().map(|e| e.name).collect(),
-            }),
+            })
+    }
+
+    /// The export's function type, for error messages.
+    pub(crate) fn func_type(&self, export: &str) -> Option<FuncType> {
+        match self.compiled.module.get_export(export) {
+            Some(ExternType::Func(f)) => Some(f),
+            _ => None,
         }
     }
 

@@ -302,8 +302,9 @@ impl PoolInner {
         if self.module.has_start() {
             return Ok(false);
         }
-        let mut store = self.sandbox.empty_store(None);
-        self.sandbox.arm(&mut store, Instant::now())?;
+        let now = Instant::now();
+        let mut store = self.sandbox.empty_store(None, now);
+        self.sandbox.arm(&mut store, now)?;
         let (instance, instantiate_duration) =
             match self.sandbox.instantiate(&self.module, &mut store) {
                 Ok(made) => made,
@@ -364,7 +365,7 @@ impl PoolInner {
         Ok(Slot(self))
     }
 
-    fn execute(&self, plan: Plan<'_>) -> Result<Finished, Error> {
+    fn execute(&self, mut plan: Plan<'_>) -> Result<Finished, Error> {
         let asked = Instant::now();
         self.module.instance_pre()?;
         let _slot = self.acquire_slot(asked)?;
@@ -377,10 +378,13 @@ impl PoolInner {
         };
         let warm = popped.is_some();
         let assigned = match popped {
-            Some(ready) => self.assign_warm(ready, &plan, &execution),
-            None => self
-                .sandbox
-                .cold(&self.module, &plan, execution.context, execution.started),
+            Some(ready) => self.assign_warm(ready, &mut plan, &execution),
+            None => self.sandbox.cold(
+                &self.module,
+                &mut plan,
+                execution.context,
+                execution.started,
+            ),
         };
         let counter = if warm { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -404,9 +408,9 @@ impl PoolInner {
     fn assign_warm(
         &self,
         ready: Ready,
-        plan: &Plan<'_>,
+        plan: &mut Plan<'_>,
         execution: &Execution<'_>,
-    ) -> Result<(Assigned, crate::store::Io), Error> {
+    ) -> Result<(Assigned, Option<crate::store::Io>), Error> {
         let mut store = ready.store;
         store.data_mut().cancel = plan.cancel.clone();
         let fuel_given = self.sandbox.arm(&mut store, execution.started)?;

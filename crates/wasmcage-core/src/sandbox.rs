@@ -4,11 +4,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmcage_events::{ExecutionContext, ExecutionKind, ExecutionReport, SandboxId, TraceParent};
-use wasmtime::{Instance, Store, Val};
+use wasmtime::{Instance, ModuleExport, Store, Val};
 
 use crate::execution::{Assigned, Execution, Finished};
 use crate::store::{CancelFlag, Io, StoreState};
-use crate::{Engine, Error, Limits, Module, Policy, Value, ValueType};
+use crate::{Engine, Error, Limits, Module, Policy, Value};
 
 /// Input for a WASI command.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -114,6 +114,8 @@ struct SandboxInner {
 pub(crate) struct Plan<'a> {
     pub(crate) kind: ExecutionKind,
     pub(crate) entry: &'a str,
+    /// The entry among the module's exports, resolved when the module was compiled.
+    pub(crate) export: ModuleExport,
     pub(crate) params: Vec<Val>,
     pub(crate) results: usize,
     pub(crate) command: Option<CommandInput>,
@@ -125,32 +127,30 @@ pub(crate) struct Plan<'a> {
 impl<'a> Plan<'a> {
     /// Checks the arguments against the export's signature; nothing runs on a mismatch.
     pub(crate) fn call(module: &Module, export: &'a str, args: &[Value]) -> Result<Self, Error> {
-        let ty = module.func_type(export)?;
-        let signature = || Error::UnsupportedSignature {
-            export: export.to_owned(),
-            signature: format!("{ty:?}"),
+        let entry = module.entry(export)?;
+        let (Some(expected), Some(results)) = (&entry.params, entry.results) else {
+            return Err(Error::UnsupportedSignature {
+                export: export.to_owned(),
+                signature: module
+                    .func_type(export)
+                    .map_or_else(String::new, |ty| format!("{ty:?}")),
+            });
         };
-        let expected = ty
-            .params()
-            .map(|t| ValueType::from_wasmtime(&t))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(signature)?;
-        if ty.results().any(|t| ValueType::from_wasmtime(&t).is_none()) {
-            return Err(signature());
-        }
-        let given: Vec<ValueType> = args.iter().map(Value::ty).collect();
-        if expected != given {
+        let matches =
+            expected.len() == args.len() && expected.iter().zip(args).all(|(t, a)| *t == a.ty());
+        if !matches {
             return Err(Error::ArgumentMismatch {
                 export: export.to_owned(),
-                expected,
-                given,
+                expected: expected.to_vec(),
+                given: args.iter().map(Value::ty).collect(),
             });
         }
         Ok(Plan {
             kind: ExecutionKind::Call,
             entry: export,
+            export: entry.export,
             params: args.iter().map(|a| a.to_wasmtime()).collect(),
-            results: ty.results().len(),
+            results,
             command: None,
             trace: None,
             cancel: None,
@@ -159,17 +159,18 @@ impl<'a> Plan<'a> {
 
     /// Checks that the module is a WASI command.
     pub(crate) fn command(module: &Module, input: CommandInput) -> Result<Self, Error> {
-        match module.func_type("_start") {
-            Ok(ty) if ty.params().len() == 0 && ty.results().len() == 0 => {}
+        let entry = match module.entry("_start") {
+            Ok(entry) if entry.params.as_deref() == Some(&[]) && entry.results == Some(0) => entry,
             _ => {
                 return Err(Error::NotACommand {
                     module: module.info().name.to_string(),
                 });
             }
-        }
+        };
         Ok(Plan {
             kind: ExecutionKind::Command,
             entry: "_start",
+            export: entry.export,
             params: Vec::new(),
             results: 0,
             command: Some(input),
@@ -339,12 +340,12 @@ impl Sandbox {
     }
 
     /// The one execution path for a sandbox without a pool: a fresh store and instance.
-    pub(crate) fn execute(&self, module: &Module, plan: Plan<'_>) -> Result<Finished, Error> {
+    pub(crate) fn execute(&self, module: &Module, mut plan: Plan<'_>) -> Result<Finished, Error> {
         // What can fail as the caller's error is checked before the execution starts.
         self.check_engine(module)?;
         module.instance_pre()?;
         let execution = Execution::begin(self, module, &plan);
-        match self.cold(module, &plan, execution.context, execution.started) {
+        match self.cold(module, &mut plan, execution.context, execution.started) {
             Ok((assigned, io)) => Ok(execution.run(plan, assigned, io)),
             Err(e) => Err(execution.fail(e)),
         }
@@ -355,11 +356,11 @@ impl Sandbox {
     pub(crate) fn cold(
         &self,
         module: &Module,
-        plan: &Plan<'_>,
+        plan: &mut Plan<'_>,
         context: ExecutionContext,
         started: Instant,
-    ) -> Result<(Assigned, Io), Error> {
-        let mut store = self.empty_store(plan.cancel.clone());
+    ) -> Result<(Assigned, Option<Io>), Error> {
+        let mut store = self.empty_store(plan.cancel.clone(), started);
         let fuel_given = self.arm(&mut store, started)?;
         let io = self.prepare(&mut store, module, plan, context)?;
         let (instance, instantiate_duration) = self.instantiate(module, &mut store)?;
@@ -380,22 +381,25 @@ impl Sandbox {
         &self,
         store: &mut Store<StoreState>,
         module: &Module,
-        plan: &Plan<'_>,
+        plan: &mut Plan<'_>,
         context: ExecutionContext,
-    ) -> Result<Io, Error> {
-        let io = Io::new(&self.inner.policy);
+    ) -> Result<Option<Io>, Error> {
         store.data_mut().context = Some(context);
         store.data_mut().cancel = plan.cancel.clone();
-        if module.imports_wasi() {
-            let guard = crate::wasi_guard::Guard {
-                observer: self.inner.engine.inner().observer.clone(),
-                module: module.info().clone(),
-                execution_id: context.execution_id,
-            };
-            let input = plan.command.clone().unwrap_or_default();
-            crate::store::attach_wasi(store, &self.inner.policy, module, input, &io, guard)?;
+        if !module.imports_wasi() {
+            // Without WASI the guest has no output streams to capture.
+            return Ok(None);
         }
-        Ok(io)
+        let io = Io::new(&self.inner.policy);
+        let guard = crate::wasi_guard::Guard {
+            observer: self.inner.engine.inner().observer.clone(),
+            module: module.info().clone(),
+            execution_id: context.execution_id,
+        };
+        // The command's input moves into the WASI context: stdin is never copied.
+        let input = plan.command.take().unwrap_or_default();
+        crate::store::attach_wasi(store, &self.inner.policy, module, input, &io, guard)?;
+        Ok(Some(io))
     }
 
     pub(crate) fn max_wasm_stack(&self) -> usize {
@@ -418,13 +422,18 @@ impl Sandbox {
     }
 
     /// An empty store under this sandbox's limits, not yet armed.
-    pub(crate) fn empty_store(&self, cancel: Option<CancelFlag>) -> Store<StoreState> {
+    pub(crate) fn empty_store(
+        &self,
+        cancel: Option<CancelFlag>,
+        now: Instant,
+    ) -> Store<StoreState> {
         let engine = self.inner.engine.inner();
         crate::store::new_store(
             &engine.wasmtime,
             engine.config.epoch_tick,
             &self.inner.policy,
             cancel,
+            now,
         )
     }
 

@@ -50,8 +50,9 @@ impl std::error::Error for Cancelled {}
 /// The per-execution state wasmtime keeps in each store.
 pub(crate) struct StoreState {
     pub(crate) limiter: Limiter,
-    /// The guest's WASI context; see [`StoreState::wasi`].
-    pub(crate) wasi: Option<WasiP1Ctx>,
+    /// The guest's WASI context; see [`StoreState::wasi`]. Boxed: it is large, and a store
+    /// of a module without WASI should not carry (and copy) its room.
+    pub(crate) wasi: Option<Box<WasiP1Ctx>>,
     /// When the WASI context was created: the zero of its monotonic clock.
     pub(crate) wasi_clock_start: Instant,
     pub(crate) deadline: Instant,
@@ -84,7 +85,7 @@ impl StoreState {
     /// guest gets an empty context that grants nothing, never a host panic.
     pub(crate) fn wasi(&mut self) -> &mut WasiP1Ctx {
         self.wasi
-            .get_or_insert_with(|| wasmtime_wasi::WasiCtxBuilder::new().build_p1())
+            .get_or_insert_with(|| Box::new(wasmtime_wasi::WasiCtxBuilder::new().build_p1()))
     }
 
     /// Why the execution must stop now, if it must: the caller cancelled it, or its
@@ -157,9 +158,9 @@ pub(crate) fn new_store(
     tick: Duration,
     policy: &Policy,
     cancel: Option<CancelFlag>,
+    now: Instant,
 ) -> Store<StoreState> {
     let limits = &policy.limits;
-    let now = Instant::now();
     let mut store = Store::new(
         engine,
         StoreState {
@@ -190,16 +191,13 @@ fn on_epoch(ctx: StoreContextMut<'_, StoreState>) -> wasmtime::Result<UpdateDead
     if let Some(stop) = state.stop_reason() {
         return Err(stop);
     }
-    Ok(UpdateDeadline::Continue(next_check(state)))
+    Ok(UpdateDeadline::Continue(next_check(state, Instant::now())))
 }
 
-/// The epoch ticks until the store should look again: its deadline, or sooner when it can
-/// be cancelled.
-fn next_check(state: &StoreState) -> u64 {
-    let ticks = ticks(
-        state.deadline.saturating_duration_since(Instant::now()),
-        state.tick,
-    );
+/// The epoch ticks from `now` until the store should look again: its deadline, or sooner
+/// when it can be cancelled.
+fn next_check(state: &StoreState, now: Instant) -> u64 {
+    let ticks = ticks(state.deadline.saturating_duration_since(now), state.tick);
     if state.cancel.is_some() {
         ticks.min(CANCEL_CHECK_TICKS)
     } else {
@@ -230,7 +228,9 @@ pub(crate) fn arm(
     state.open_files = 0;
     state.opened_files = false;
     state.disk_reported = false;
-    let first = next_check(store.data());
+    // Counted from the start rather than from now: one clock read less per execution, and
+    // the first check comes at most the few microseconds of setup late.
+    let first = next_check(store.data(), started);
     store.set_epoch_deadline(first);
     Ok(fuel)
 }
@@ -250,7 +250,7 @@ pub(crate) fn attach_wasi(
         crate::grants::wasi_context(policy, module, input, &io.stdout, &io.stderr, &mut scratch)?;
     let state = store.data_mut();
     state.wasi_clock_start = Instant::now();
-    state.wasi = Some(wasi);
+    state.wasi = Some(Box::new(wasi));
     state.guard = Some(guard);
     state.scratch = scratch;
     Ok(())
