@@ -71,6 +71,9 @@ pub struct DeadLetter {
     pub failed_at_ms: u64,
 }
 
+/// An outbox entry as read back: its id and the notification, or why it cannot be decoded.
+pub(crate) type Loaded = (u64, Result<Notification, String>);
+
 /// Where notifications wait: a redb file ([`Outbox::open`]) or nowhere
 /// ([`Outbox::in_memory`], the queues alone hold them and a restart loses them).
 pub struct Outbox {
@@ -216,7 +219,7 @@ impl Outbox {
     /// Every waiting entry, oldest first, each addressed to one channel (its only entry in
     /// `channels`). An entry that cannot be decoded is returned as `Err` with its id, so that
     /// the caller can bury it.
-    pub(crate) fn load(&self) -> Result<Vec<(u64, Result<Notification, String>)>, OutboxError> {
+    pub(crate) fn load(&self) -> Result<Vec<Loaded>, OutboxError> {
         let Store::Durable { db, .. } = &self.store else {
             return Ok(Vec::new());
         };

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode};
 use wasmcage_alert::{
-    AlertConfig, AlertEngine, ChannelConfig, Condition, DeliveryConfig, Dispatcher, ManualClock,
-    MetricRef, Notification, NotificationStatus, Operator, Rule, Severity, sign,
+    AlertConfig, AlertEngine, ChannelConfig, Condition, DeliveryConfig, Dispatcher, Function,
+    ManualClock, MetricRef, Notification, NotificationStatus, Operator, Rule, Severity, sign,
 };
 
 use crate::Values;
@@ -87,12 +87,14 @@ fn rule(name: &str, metric: &str, channels: &[&str]) -> Rule {
         channels: channels.iter().map(|c| (*c).to_owned()).collect(),
         repeat_interval: None,
         escalation: None,
+        escalation_policy: None,
         enabled: true,
         condition: Condition::Threshold {
             metric: MetricRef {
                 name: metric.into(),
                 labels: BTreeMap::new(),
             },
+            function: Function::Value,
             op: Operator::Gt,
             threshold: 0.0,
             for_: Duration::ZERO,
@@ -106,6 +108,7 @@ fn fast_delivery() -> DeliveryConfig {
         max_attempts: 30,
         initial_backoff: Duration::from_millis(5),
         max_backoff: Duration::from_millis(50),
+        ..DeliveryConfig::default()
     }
 }
 
@@ -148,6 +151,7 @@ async fn every_transition_arrives_once_and_in_order_through_flaky_receivers() {
         interval: Duration::from_secs(15),
         delivery: fast_delivery(),
         channels: channels.clone(),
+        escalation_policies: BTreeMap::new(),
         rules: vec![
             rule("DiskFull", "disk", &all),
             rule("QueueStuck", "queue", &all),
@@ -194,8 +198,12 @@ async fn every_transition_arrives_once_and_in_order_through_flaky_receivers() {
         "the flaky receiver forced retries"
     );
 
-    let expected: Vec<&str> = sent.iter().map(|n| n.idempotency_key.as_str()).collect();
     for (name, seen) in [("slack", &slack), ("signed", &signed), ("flaky", &flaky)] {
+        let expected: Vec<String> = sent
+            .iter()
+            .map(|n| n.for_channel(name).idempotency_key)
+            .collect();
+        let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
         let got = deduplicated(seen);
         let keys: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
         // Each rule's notifications arrive in the order they were sent.
@@ -215,7 +223,7 @@ async fn every_transition_arrives_once_and_in_order_through_flaky_receivers() {
         assert_eq!(keys.len(), expected.len(), "{name}: exactly once each");
     }
     assert!(
-        flaky.lock().unwrap().len() > expected.len(),
+        flaky.lock().unwrap().len() > sent.len(),
         "the flaky receiver saw retried duplicates"
     );
 
@@ -284,11 +292,13 @@ async fn permanent_failures_are_not_retried_and_a_dead_channel_blocks_no_other()
         starts_at: std::time::SystemTime::now(),
         ends_at: None,
         channels: vec!["dead".into(), "refused".into(), "good".into()],
-        idempotency_key: key.into(),
+        idempotency_key: format!("R:{key}:firing"),
+        instance: key.into(),
+        step: "firing".into(),
         firing_number: 1,
     };
     for i in 0..5 {
-        dispatcher.send(notification(&format!("R:{i}")));
+        dispatcher.send(notification(&format!("{i}")));
     }
     let guard = Instant::now() + Duration::from_secs(60);
     while dispatcher.stats("good").unwrap().delivered < 5 && Instant::now() < guard {
@@ -314,6 +324,17 @@ async fn permanent_failures_are_not_retried_and_a_dead_channel_blocks_no_other()
         (5, 10),
         "3 attempts each: {dead:?}"
     );
+    // What was given up on is kept, with the reason, and counted.
+    let letters = dispatcher.outbox().dead_letters().unwrap();
+    let count = |channel: &str, says: &str| {
+        letters
+            .iter()
+            .filter(|l| l.channel == channel && l.reason.contains(says))
+            .count()
+    };
+    assert_eq!(count("refused", "401"), 5, "{letters:?}");
+    assert_eq!(count("dead", "3 attempts failed"), 5, "{letters:?}");
+    assert!(letters.iter().all(|l| l.idempotency_key.starts_with("R:")));
 }
 
 /// A real Alertmanager on loopback; killed when dropped.
@@ -397,6 +418,7 @@ async fn a_real_alertmanager_receives_the_alert_and_its_resolution() {
         interval: Duration::from_secs(15),
         delivery: fast_delivery(),
         channels: channels.clone(),
+        escalation_policies: BTreeMap::new(),
         rules: vec![rule("SandboxCanaryFailing", "canary_failures", &["am"])],
     };
     let values = Arc::new(Values::default());

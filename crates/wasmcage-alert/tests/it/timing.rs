@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wasmcage_alert::{
-    AlertConfig, AlertEngine, ChannelConfig, Condition, DeliveryConfig, Escalation, ManualClock,
-    MetricRef, Notification, NotificationStatus, Operator, Rule, RuleState, Severity,
+    AcknowledgeError, AlertConfig, AlertEngine, ChannelConfig, Condition, DeliveryConfig,
+    Escalation, EscalationPolicy, Function, ManualClock, MetricRef, Notification,
+    NotificationStatus, Operator, Rule, RuleState, Severity,
 };
 
 use crate::Values;
@@ -28,7 +29,9 @@ fn config(
         channels: BTreeMap::from([
             ("team".into(), channel("http://127.0.0.1:1/a")),
             ("boss".into(), channel("http://127.0.0.1:1/b")),
+            ("director".into(), channel("http://127.0.0.1:1/c")),
         ]),
+        escalation_policies: BTreeMap::new(),
         rules: vec![Rule {
             name: "r".into(),
             description: "test rule".into(),
@@ -36,6 +39,7 @@ fn config(
             channels: vec!["team".into()],
             repeat_interval: repeat,
             escalation,
+            escalation_policy: None,
             enabled: true,
             condition,
         }],
@@ -48,6 +52,7 @@ fn threshold(for_: Duration) -> Condition {
             name: "queue_depth".into(),
             labels: BTreeMap::new(),
         },
+        function: Function::Value,
         op: Operator::Ge,
         threshold: 10.0,
         for_,
@@ -89,7 +94,13 @@ fn a_condition_must_hold_for_its_duration_before_firing() {
         summary(&resolved),
         [(NotificationStatus::Resolved, vec!["team".to_owned()])]
     );
-    assert_eq!(resolved[0].idempotency_key, "r:1:resolved");
+    let instance = &resolved[0].instance;
+    assert!(instance.starts_with("1-"), "{instance}");
+    assert_eq!(resolved[0].idempotency_key, format!("r:{instance}:resolved"));
+    assert_eq!(
+        resolved[0].for_channel("team").idempotency_key,
+        format!("r:team:{instance}:resolved")
+    );
     assert!(resolved[0].ends_at.is_some());
     assert_eq!(engine.state("r"), Some(RuleState::Resolved));
     assert!(engine.evaluate().is_empty());
@@ -127,7 +138,8 @@ fn firing_alerts_repeat_on_their_interval() {
     let repeat = engine.evaluate();
     assert_eq!(repeat.len(), 1);
     assert_eq!(
-        repeat[0].idempotency_key, "r:1:firing:1",
+        repeat[0].idempotency_key,
+        format!("r:{}:repeat-1", repeat[0].instance),
         "a repeat is a new delivery"
     );
 }
@@ -163,10 +175,13 @@ fn unacknowledged_alerts_escalate_and_acknowledged_ones_do_not() {
     clock.advance(Duration::from_secs(1));
     let fired = engine.evaluate();
     assert_eq!(fired[0].firing_number, 2);
-    assert!(engine.acknowledge("r"));
+    assert!(engine.acknowledge("r").unwrap().acknowledged);
     clock.advance(Duration::from_secs(3600));
     assert!(engine.evaluate().is_empty(), "acknowledged: no escalation");
-    assert!(!engine.acknowledge("nope"));
+    assert_eq!(
+        engine.acknowledge("nope"),
+        Err(AcknowledgeError::UnknownRule("nope".into()))
+    );
 }
 
 #[test]
