@@ -96,7 +96,10 @@ fn a_condition_must_hold_for_its_duration_before_firing() {
     );
     let instance = &resolved[0].instance;
     assert!(instance.starts_with("1-"), "{instance}");
-    assert_eq!(resolved[0].idempotency_key, format!("r:{instance}:resolved"));
+    assert_eq!(
+        resolved[0].idempotency_key,
+        format!("r:{instance}:resolved")
+    );
     assert_eq!(
         resolved[0].for_channel("team").idempotency_key,
         format!("r:team:{instance}:resolved")
