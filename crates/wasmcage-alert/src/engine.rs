@@ -590,3 +590,23 @@ fn notification(
         firing_number: s.firing_number,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_keeps_a_bounded_number_of_samples_however_often_it_is_fed() {
+        let mut window = Window::new(Duration::from_secs(60));
+        let start = Instant::now();
+        let mut growth = 0.0;
+        // One sample a millisecond for 100 s, the counter growing by one each time.
+        for i in 0..100_000u32 {
+            let now = start + Duration::from_millis(u64::from(i));
+            growth = window.observe(now, Some(f64::from(i)));
+            assert!(window.samples.len() <= MAX_WINDOW_SAMPLES + 1, "at {i}");
+        }
+        // About 60 000 within the last 60 s, give or take one sample's spacing (~59 ms).
+        assert!((60_000.0..60_100.0).contains(&growth), "{growth}");
+    }
+}

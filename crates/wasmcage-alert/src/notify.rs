@@ -517,7 +517,7 @@ impl Worker {
                 .await
                 .unwrap_or_else(|_| {
                     Err(DeliveryError::Retryable {
-                        reason: format!("no answer within {:?}", delivery.timeout),
+                        reason: format!("timed out: no answer within {:?}", delivery.timeout),
                         retry_after: None,
                     })
                 });

@@ -473,7 +473,7 @@ fn active_alerts_list_pending_and_firing_rules_and_acknowledge_says_why_not() {
     assert_eq!(firing[0].severity, Severity::Warning);
     let acked = engine.acknowledge("r").unwrap();
     assert!(acked.acknowledged);
-    assert_eq!(engine.active_alerts(), [acked.clone()]);
+    assert_eq!(engine.active_alerts(), std::slice::from_ref(&acked));
     clock.advance(Duration::from_secs(5));
     assert_eq!(
         engine.acknowledge("r").unwrap().acknowledged_at,
