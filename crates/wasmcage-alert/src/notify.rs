@@ -1,9 +1,9 @@
-//! Notifications, the [`Notifier`] trait with its Slack, webhook and Alertmanager
-//! implementations, and the [`Dispatcher`] that delivers with retries.
+//! Notifications, the [`Notifier`] trait with its Slack, webhook, Alertmanager and PagerDuty
+//! implementations, and the [`Dispatcher`] that delivers through the outbox with retries.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
@@ -12,7 +12,8 @@ use sha2::Sha256;
 use tokio::sync::mpsc;
 
 use crate::AlertError;
-use crate::rules::{ChannelConfig, DeliveryConfig, Severity};
+use crate::outbox::{DeadLetter, Outbox, millis};
+use crate::rules::{ChannelConfig, DeliveryConfig, Severity, SeverityMap};
 
 /// The version of the generic webhook's JSON body. Fields are only ever added within a
 /// version; a change that removes or renames one gets a new version.
@@ -56,11 +57,38 @@ pub struct Notification {
     pub ends_at: Option<SystemTime>,
     /// The channels it goes to.
     pub channels: Vec<String>,
-    /// Unique per notification and stable across its retries: receivers drop duplicates by
-    /// it (sent as the `Idempotency-Key` header).
+    /// Unique per notification and stable across its retries and across restarts:
+    /// `{rule}:{instance}:{step}` as the engine raises it. The [`Dispatcher`] gives each
+    /// channel its own copy whose key also names the channel (see
+    /// [`Notification::for_channel`]); receivers get that one as the `Idempotency-Key` header
+    /// (and in the webhook body) and drop duplicates by it.
     pub idempotency_key: String,
-    /// Which firing of the rule this is about (1 for the first).
+    /// Which firing of the rule this is: `{firing number}-{start in Unix milliseconds}`,
+    /// shared by the firing's notifications and its resolve (PagerDuty's `dedup_key` is
+    /// `{rule}:{instance}`).
+    pub instance: String,
+    /// Which notification of the firing: `firing`, `repeat-N`, `escalation-N` or `resolved`.
+    pub step: String,
+    /// Which firing of the rule this is about (1 for the first since the process started).
     pub firing_number: u64,
+}
+
+impl Notification {
+    /// The copy for one channel: `channels` is that channel alone and the idempotency key is
+    /// `{rule}:{channel}:{instance}:{step}`.
+    pub fn for_channel(&self, channel: &str) -> Notification {
+        Notification {
+            channels: vec![channel.to_owned()],
+            idempotency_key: format!("{}:{channel}:{}:{}", self.rule, self.instance, self.step),
+            ..self.clone()
+        }
+    }
+
+    /// PagerDuty's `dedup_key`: one per alert instance, so that the resolve closes the
+    /// incident the trigger opened and repeats and escalations join it.
+    pub fn dedup_key(&self) -> String {
+        format!("{}:{}", self.rule, self.instance)
+    }
 }
 
 /// Why a delivery attempt failed.
@@ -100,6 +128,8 @@ pub enum DeliveryResult {
     FailedPermanent,
     /// Given up: every attempt failed.
     FailedExhausted,
+    /// Not queued: the channel already had `max_pending` notifications waiting.
+    DroppedFull,
 }
 
 impl DeliveryResult {
@@ -110,6 +140,7 @@ impl DeliveryResult {
             DeliveryResult::Retried => "retried",
             DeliveryResult::FailedPermanent => "failed_permanent",
             DeliveryResult::FailedExhausted => "failed_exhausted",
+            DeliveryResult::DroppedFull => "dropped_full",
         }
     }
 }
@@ -128,6 +159,8 @@ pub struct DeliveryStats {
     pub failed_permanent: AtomicU64,
     /// Notifications given up on after every attempt failed.
     pub failed_exhausted: AtomicU64,
+    /// Notifications not queued because the channel's queue was full.
+    pub dropped_full: AtomicU64,
 }
 
 /// A snapshot of [`DeliveryStats`].
@@ -141,6 +174,8 @@ pub struct DeliveryCounts {
     pub failed_permanent: u64,
     /// Notifications given up on after every attempt failed.
     pub failed_exhausted: u64,
+    /// Notifications not queued because the channel's queue was full.
+    pub dropped_full: u64,
 }
 
 impl DeliveryStats {
@@ -151,6 +186,7 @@ impl DeliveryStats {
             retried: self.retried.load(Ordering::Relaxed),
             failed_permanent: self.failed_permanent.load(Ordering::Relaxed),
             failed_exhausted: self.failed_exhausted.load(Ordering::Relaxed),
+            dropped_full: self.dropped_full.load(Ordering::Relaxed),
         }
     }
 }
@@ -158,22 +194,44 @@ impl DeliveryStats {
 /// Sends notifications to their channels. Each channel has its own queue and worker task, so a
 /// slow or dead receiver delays only its own channel, never evaluation or other channels;
 /// within a channel, notifications are delivered in the order they were sent.
+///
+/// Every notification is written to the [`Outbox`] before it is queued, and leaves it only
+/// when delivered or given up on; a dispatcher started on an outbox that holds entries (left
+/// by a process that was killed) delivers those first.
 pub struct Dispatcher {
-    queues: BTreeMap<String, mpsc::UnboundedSender<Notification>>,
-    stats: BTreeMap<String, Arc<DeliveryStats>>,
+    channels: BTreeMap<String, Queue>,
+    outbox: Arc<Outbox>,
     workers: Vec<tokio::task::JoinHandle<()>>,
+    max_pending: usize,
+}
+
+/// One channel's queue.
+struct Queue {
+    tx: mpsc::UnboundedSender<Entry>,
+    report: Arc<Report>,
+    /// Entries queued and not yet finished; bounded by `max_pending`.
+    pending: Arc<AtomicUsize>,
+}
+
+/// A notification addressed to one channel, with its outbox id (`None` when the outbox
+/// write failed and it is delivered from memory only).
+struct Entry {
+    id: Option<u64>,
+    notification: Notification,
 }
 
 impl std::fmt::Debug for Dispatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Dispatcher")
-            .field("channels", &self.queues.keys().collect::<Vec<_>>())
+            .field("channels", &self.channels.keys().collect::<Vec<_>>())
+            .field("outbox", &self.outbox)
             .finish()
     }
 }
 
 impl Dispatcher {
-    /// Starts one worker per channel on the current tokio runtime.
+    /// Starts one worker per channel on the current tokio runtime, on the outbox that
+    /// `delivery.outbox` names (in memory when `None`).
     pub fn start(
         channels: &BTreeMap<String, ChannelConfig>,
         delivery: &DeliveryConfig,
@@ -192,69 +250,188 @@ impl Dispatcher {
             .iter()
             .map(|(name, config)| (name.clone(), notifier(config, client.clone())))
             .collect();
-        Ok(Self::with_notifiers(notifiers, delivery, listener))
+        let outbox = match &delivery.outbox {
+            Some(path) => Outbox::open(path)?,
+            None => Outbox::in_memory(),
+        };
+        Self::with_outbox(notifiers, delivery, listener, outbox)
     }
 
-    /// Starts one worker per notifier, for notifiers of your own.
+    /// Starts one worker per notifier, for notifiers of your own, with queues in memory.
     pub fn with_notifiers(
         notifiers: BTreeMap<String, Arc<dyn Notifier>>,
         delivery: &DeliveryConfig,
         listener: Option<DeliveryListener>,
     ) -> Self {
-        let mut queues = BTreeMap::new();
-        let mut stats = BTreeMap::new();
+        Self::with_outbox(notifiers, delivery, listener, Outbox::in_memory())
+            .expect("an in-memory outbox has nothing to load")
+    }
+
+    /// Starts one worker per notifier on `outbox`, first queueing what the outbox holds: each
+    /// entry for a configured channel is delivered again under its idempotency key, and one
+    /// for a channel that is no longer configured becomes a dead letter.
+    pub fn with_outbox(
+        notifiers: BTreeMap<String, Arc<dyn Notifier>>,
+        delivery: &DeliveryConfig,
+        listener: Option<DeliveryListener>,
+        outbox: Outbox,
+    ) -> Result<Self, AlertError> {
+        let outbox = Arc::new(outbox);
+        let mut channels = BTreeMap::new();
         let mut workers = Vec::new();
         for (name, notifier) in notifiers {
             let (tx, rx) = mpsc::unbounded_channel();
-            let channel_stats = Arc::new(DeliveryStats::default());
-            let report = Report {
+            let report = Arc::new(Report {
                 channel: name.clone(),
-                stats: channel_stats.clone(),
+                stats: Arc::new(DeliveryStats::default()),
                 listener: listener.clone(),
+            });
+            let pending = Arc::new(AtomicUsize::new(0));
+            let worker = Worker {
+                notifier,
+                delivery: delivery.clone(),
+                report: report.clone(),
+                outbox: outbox.clone(),
+                pending: pending.clone(),
             };
-            workers.push(tokio::spawn(worker(rx, notifier, delivery.clone(), report)));
-            queues.insert(name.clone(), tx);
-            stats.insert(name, channel_stats);
+            workers.push(tokio::spawn(worker.run(rx)));
+            channels.insert(
+                name.clone(),
+                Queue {
+                    tx,
+                    report,
+                    pending,
+                },
+            );
         }
-        Dispatcher {
-            queues,
-            stats,
+        let mut recovered = 0;
+        for (id, entry) in outbox.load()? {
+            let channel = match &entry {
+                Ok(n) => n.channels.first().cloned().unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            match (entry, channels.get(&channel)) {
+                (Ok(notification), Some(queue)) => {
+                    queue.pending.fetch_add(1, Ordering::Relaxed);
+                    let _ = queue.tx.send(Entry {
+                        id: Some(id),
+                        notification,
+                    });
+                    recovered += 1;
+                }
+                (entry, _) => {
+                    let (key, reason) = match entry {
+                        Ok(n) => (
+                            n.idempotency_key,
+                            format!("channel {channel:?} is no longer configured"),
+                        ),
+                        Err(e) => (String::new(), format!("unreadable outbox entry: {e}")),
+                    };
+                    tracing::warn!(channel, key, reason, "alert notification dropped at start");
+                    outbox.bury(
+                        Some(id),
+                        DeadLetter {
+                            channel,
+                            idempotency_key: key,
+                            reason,
+                            failed_at_ms: millis(SystemTime::now()),
+                        },
+                    )?;
+                }
+            }
+        }
+        if recovered > 0 {
+            tracing::info!(
+                recovered,
+                "alert notifications left in the outbox are being delivered"
+            );
+        }
+        Ok(Dispatcher {
+            channels,
+            outbox,
             workers,
-        }
+            max_pending: delivery.max_pending,
+        })
     }
 
-    /// Queues a notification for each of its channels; never waits.
+    /// Writes a copy of the notification for each of its channels to the outbox and queues
+    /// it; never waits for delivery. The outbox write is synchronous (and, for a file, flushed
+    /// to disk), so call this off the async workers (as [`crate::spawn_evaluation`] does).
+    /// A channel whose queue already holds `max_pending` notifications drops the copy and
+    /// counts it as [`DeliveryResult::DroppedFull`].
     pub fn send(&self, notification: Notification) {
+        let mut seen = Vec::new();
         for channel in &notification.channels {
-            if let Some(queue) = self.queues.get(channel) {
-                // A closed queue means the runtime is shutting down; there is nobody to tell.
-                let _ = queue.send(notification.clone());
+            if seen.contains(&channel) {
+                continue;
             }
+            seen.push(channel);
+            let Some(queue) = self.channels.get(channel) else {
+                continue;
+            };
+            if queue.pending.load(Ordering::Relaxed) >= self.max_pending {
+                tracing::warn!(
+                    channel,
+                    key = notification.idempotency_key,
+                    "alert notification dropped: the channel's queue is full"
+                );
+                queue.report.result(DeliveryResult::DroppedFull);
+                continue;
+            }
+            let addressed = notification.for_channel(channel);
+            let id = match self.outbox.put(&addressed) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    // Deliver it anyway; it is only not durable.
+                    tracing::error!(channel, error = %e, "alert outbox write failed");
+                    None
+                }
+            };
+            queue.pending.fetch_add(1, Ordering::Relaxed);
+            // A closed queue means the runtime is shutting down; the entry stays in the
+            // outbox for the next start.
+            let _ = queue.tx.send(Entry {
+                id,
+                notification: addressed,
+            });
         }
     }
 
     /// A channel's delivery counters.
     pub fn stats(&self, channel: &str) -> Option<DeliveryCounts> {
-        self.stats.get(channel).map(|s| s.counts())
+        self.channels.get(channel).map(|q| q.report.stats.counts())
+    }
+
+    /// How many notifications a channel has queued and not yet finished.
+    pub fn pending(&self, channel: &str) -> Option<usize> {
+        self.channels
+            .get(channel)
+            .map(|q| q.pending.load(Ordering::Relaxed))
+    }
+
+    /// The outbox.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 
     /// The counters summed over every channel.
     pub fn total(&self) -> DeliveryCounts {
-        self.stats
+        self.channels
             .values()
-            .map(|s| s.counts())
+            .map(|q| q.report.stats.counts())
             .fold(DeliveryCounts::default(), |a, b| DeliveryCounts {
                 delivered: a.delivered + b.delivered,
                 retried: a.retried + b.retried,
                 failed_permanent: a.failed_permanent + b.failed_permanent,
                 failed_exhausted: a.failed_exhausted + b.failed_exhausted,
+                dropped_full: a.dropped_full + b.dropped_full,
             })
     }
 
     /// Stops accepting notifications and waits until every queued one is delivered or
     /// given up on.
     pub async fn drain(self) {
-        drop(self.queues);
+        drop(self.channels);
         for worker in self.workers {
             let _ = worker.await;
         }
@@ -275,6 +452,7 @@ impl Report {
             DeliveryResult::Retried => &self.stats.retried,
             DeliveryResult::FailedPermanent => &self.stats.failed_permanent,
             DeliveryResult::FailedExhausted => &self.stats.failed_exhausted,
+            DeliveryResult::DroppedFull => &self.stats.dropped_full,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         if let Some(listener) = &self.listener {
@@ -283,32 +461,97 @@ impl Report {
     }
 }
 
-async fn worker(
-    mut queue: mpsc::UnboundedReceiver<Notification>,
+/// Delivers one channel's queue, in order.
+struct Worker {
     notifier: Arc<dyn Notifier>,
     delivery: DeliveryConfig,
-    report: Report,
-) {
-    let mut jitter = Jitter::seeded();
-    while let Some(notification) = queue.recv().await {
+    report: Arc<Report>,
+    outbox: Arc<Outbox>,
+    pending: Arc<AtomicUsize>,
+}
+
+impl Worker {
+    async fn run(self, mut queue: mpsc::UnboundedReceiver<Entry>) {
+        let mut jitter = Jitter::seeded();
+        while let Some(entry) = queue.recv().await {
+            let outcome = self.deliver(&entry.notification, &mut jitter).await;
+            let channel = self.report.channel.clone();
+            let key = entry.notification.idempotency_key.clone();
+            let outbox = self.outbox.clone();
+            // The outbox writes are synchronous disk I/O.
+            let written = tokio::task::spawn_blocking(move || match outcome {
+                Ok(()) => entry.id.map_or(Ok(()), |id| outbox.remove(id)),
+                Err(reason) => outbox.bury(
+                    entry.id,
+                    DeadLetter {
+                        channel,
+                        idempotency_key: key,
+                        reason,
+                        failed_at_ms: millis(SystemTime::now()),
+                    },
+                ),
+            })
+            .await;
+            if let Ok(Err(e)) = written {
+                // The entry stays in the outbox and is delivered again at the next start,
+                // under the same idempotency key.
+                tracing::error!(channel = self.report.channel, error = %e, "alert outbox update failed");
+            }
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Attempts until delivered (`Ok`) or given up on (`Err` with the reason).
+    async fn deliver(
+        &self,
+        notification: &Notification,
+        jitter: &mut Jitter,
+    ) -> Result<(), String> {
+        let delivery = &self.delivery;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match notifier.send(&notification).await {
+            // The client's timeout bounds each attempt already; this one also bounds a
+            // notifier of someone else's.
+            let sent = tokio::time::timeout(delivery.timeout, self.notifier.send(notification))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(DeliveryError::Retryable {
+                        reason: format!("timed out: no answer within {:?}", delivery.timeout),
+                        retry_after: None,
+                    })
+                });
+            match sent {
                 Ok(()) => {
-                    report.result(DeliveryResult::Delivered);
-                    break;
+                    self.report.result(DeliveryResult::Delivered);
+                    return Ok(());
                 }
-                Err(DeliveryError::Permanent { .. }) => {
-                    report.result(DeliveryResult::FailedPermanent);
-                    break;
+                Err(DeliveryError::Permanent { reason }) => {
+                    tracing::warn!(
+                        channel = self.report.channel,
+                        key = notification.idempotency_key,
+                        reason,
+                        "alert notification refused by the receiver; not retried"
+                    );
+                    self.report.result(DeliveryResult::FailedPermanent);
+                    return Err(reason);
                 }
-                Err(DeliveryError::Retryable { retry_after, .. }) => {
+                Err(DeliveryError::Retryable {
+                    reason,
+                    retry_after,
+                }) => {
                     if attempt >= delivery.max_attempts {
-                        report.result(DeliveryResult::FailedExhausted);
-                        break;
+                        tracing::warn!(
+                            channel = self.report.channel,
+                            key = notification.idempotency_key,
+                            attempts = attempt,
+                            reason,
+                            "alert notification given up on after its last attempt"
+                        );
+                        self.report.result(DeliveryResult::FailedExhausted);
+                        return Err(format!("{attempt} attempts failed; the last: {reason}"));
                     }
-                    report.result(DeliveryResult::Retried);
+                    self.report.result(DeliveryResult::Retried);
                     let exponential = delivery
                         .initial_backoff
                         .saturating_mul(1 << (attempt - 1).min(16));
@@ -375,6 +618,16 @@ fn notifier(config: &ChannelConfig, client: reqwest::Client) -> Arc<dyn Notifier
         }),
         ChannelConfig::Alertmanager { url } => Arc::new(AlertmanagerNotifier {
             url: format!("{}/api/v2/alerts", url.trim_end_matches('/')),
+            client,
+        }),
+        ChannelConfig::PagerDuty {
+            url,
+            routing_key,
+            severity,
+        } => Arc::new(PagerDutyNotifier {
+            url: url.clone(),
+            routing_key: routing_key.clone(),
+            severity: *severity,
             client,
         }),
     }
@@ -569,6 +822,91 @@ impl Notifier for AlertmanagerNotifier {
             &[],
         )
         .await
+    }
+}
+
+/// PagerDuty's Events API v2.
+#[derive(Debug)]
+pub struct PagerDutyNotifier {
+    url: String,
+    routing_key: String,
+    severity: SeverityMap,
+    client: reqwest::Client,
+}
+
+impl PagerDutyNotifier {
+    /// A notifier sending events with this routing key to this URL (normally
+    /// [`crate::PAGERDUTY_EVENTS_URL`]).
+    pub fn new(
+        url: impl Into<String>,
+        routing_key: impl Into<String>,
+        severity: SeverityMap,
+        client: reqwest::Client,
+    ) -> Self {
+        PagerDutyNotifier {
+            url: url.into(),
+            routing_key: routing_key.into(),
+            severity,
+            client,
+        }
+    }
+}
+
+/// The longest `payload.summary` PagerDuty accepts, in characters.
+const PAGERDUTY_SUMMARY_MAX: usize = 1024;
+
+/// PagerDuty's Events API v2 body for a notification: a `trigger` with a payload when firing,
+/// a `resolve` when resolved, both with the alert instance's `dedup_key`.
+pub fn pagerduty_body(
+    n: &Notification,
+    routing_key: &str,
+    severity: &SeverityMap,
+) -> serde_json::Value {
+    if n.status == NotificationStatus::Resolved {
+        return json!({
+            "routing_key": routing_key,
+            "event_action": "resolve",
+            "dedup_key": n.dedup_key(),
+        });
+    }
+    let summary: String = if n.description.is_empty() {
+        n.rule.clone()
+    } else {
+        format!("{}: {}", n.rule, n.description)
+    }
+    .chars()
+    .take(PAGERDUTY_SUMMARY_MAX)
+    .collect();
+    json!({
+        "routing_key": routing_key,
+        "event_action": "trigger",
+        "dedup_key": n.dedup_key(),
+        "client": "wasmcage",
+        "payload": {
+            "summary": summary,
+            "source": "wasmcage",
+            "severity": severity.get(n.severity).as_str(),
+            "timestamp": rfc3339(n.starts_at),
+            "component": "wasmcage",
+            "group": n.rule,
+            "class": "alert",
+            "custom_details": {
+                "rule": n.rule,
+                "description": n.description,
+                "value": n.value,
+                "step": n.step,
+                "firing_number": n.firing_number,
+                "idempotency_key": n.idempotency_key,
+            },
+        },
+    })
+}
+
+#[async_trait::async_trait]
+impl Notifier for PagerDutyNotifier {
+    async fn send(&self, n: &Notification) -> Result<(), DeliveryError> {
+        let body = pagerduty_body(n, &self.routing_key, &self.severity);
+        post(&self.client, &self.url, n, json_bytes(&body), &[]).await
     }
 }
 

@@ -1,6 +1,7 @@
 //! Alert rules and their configuration file.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -84,13 +85,48 @@ pub struct MetricRef {
     pub labels: BTreeMap<String, String>,
 }
 
+/// The longest window a condition may look back over. The engine keeps at most
+/// [`MAX_WINDOW_SAMPLES`] samples per window whatever its length, so this bounds how coarse
+/// the window's start may be (a 24 h window is resolved to about 84 s), not memory.
+pub const MAX_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// The most samples the engine keeps for one window of one rule. Samples closer together than
+/// `window / MAX_WINDOW_SAMPLES` are not kept, so evaluating more often does not grow memory.
+pub const MAX_WINDOW_SAMPLES: usize = 1024;
+
+/// What a threshold compares: the metric's value, or a counter's growth over a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    /// The value as read: a gauge, or a counter's total since the process started.
+    Value,
+    /// How much the counter grew within the window, like Prometheus `increase(m[window])`. A
+    /// drop in the value is taken as a counter reset (the new value counts as growth).
+    Increase(Duration),
+    /// The counter's average growth per second over the window, like Prometheus
+    /// `rate(m[window])`: the increase divided by the window's length in seconds.
+    Rate(Duration),
+}
+
+impl Function {
+    /// The window, for `Increase` and `Rate`.
+    pub fn window(self) -> Option<Duration> {
+        match self {
+            Function::Value => None,
+            Function::Increase(w) | Function::Rate(w) => Some(w),
+        }
+    }
+}
+
 /// When a rule is active.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Condition {
-    /// A metric compared with a threshold, held for `for_` before firing.
+    /// A metric (its value, or its growth over a window) compared with a threshold, held for
+    /// `for_` before firing.
     Threshold {
         /// The metric.
         metric: MetricRef,
+        /// What is compared: the value, or its increase or rate over a window.
+        function: Function,
         /// The comparison.
         op: Operator,
         /// The threshold.
@@ -149,6 +185,17 @@ pub struct Escalation {
     pub channels: Vec<String>,
 }
 
+/// The most steps an escalation policy may have.
+pub const MAX_ESCALATION_STEPS: usize = 16;
+
+/// Named, ordered escalation steps that rules share: each step's channels are notified when
+/// the alert has been firing, unacknowledged, for the step's `after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EscalationPolicy {
+    /// The steps, by strictly increasing `after`.
+    pub steps: Vec<Escalation>,
+}
+
 /// One alert rule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
@@ -162,12 +209,30 @@ pub struct Rule {
     pub channels: Vec<String>,
     /// Re-notify a still-firing alert this often; `None` notifies once.
     pub repeat_interval: Option<Duration>,
-    /// Escalation when nobody acknowledges.
+    /// One escalation step when nobody acknowledges (the short form of a policy).
     pub escalation: Option<Escalation>,
+    /// The name of an escalation policy in [`AlertConfig::escalation_policies`]; a rule has
+    /// this or `escalation`, not both.
+    pub escalation_policy: Option<String>,
     /// Disabled rules are not evaluated.
     pub enabled: bool,
     /// When the rule is active.
     pub condition: Condition,
+}
+
+impl Rule {
+    /// The escalation steps in force for this rule: its policy's, its single `escalation`, or
+    /// none. An unknown policy name (which validation refuses) gives none.
+    pub fn escalation_steps<'a>(&'a self, config: &'a AlertConfig) -> &'a [Escalation] {
+        match (&self.escalation_policy, &self.escalation) {
+            (Some(policy), _) => config
+                .escalation_policies
+                .get(policy)
+                .map_or(&[], |p| p.steps.as_slice()),
+            (None, Some(step)) => std::slice::from_ref(step),
+            (None, None) => &[],
+        }
+    }
 }
 
 /// How notifications are delivered.
@@ -181,6 +246,14 @@ pub struct DeliveryConfig {
     pub initial_backoff: Duration,
     /// The largest delay between attempts (default 60 s), `Retry-After` included.
     pub max_backoff: Duration,
+    /// The outbox file (a redb database): every notification is written there before it is
+    /// sent and removed when delivered or given up on, so a restarted process delivers what
+    /// a killed one had not. `None` (the default) keeps the queues in memory only.
+    pub outbox: Option<PathBuf>,
+    /// Notifications one channel may have waiting (default 10 000). Past that, new ones for
+    /// the channel are dropped and counted, so a dead receiver cannot grow memory or the
+    /// outbox without bound.
+    pub max_pending: usize,
 }
 
 impl Default for DeliveryConfig {
@@ -190,9 +263,73 @@ impl Default for DeliveryConfig {
             max_attempts: 8,
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(60),
+            outbox: None,
+            max_pending: 10_000,
         }
     }
 }
+
+/// A PagerDuty event severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PagerDutySeverity {
+    /// `critical`
+    Critical,
+    /// `error`
+    Error,
+    /// `warning`
+    Warning,
+    /// `info`
+    Info,
+}
+
+impl PagerDutySeverity {
+    /// The name PagerDuty expects.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PagerDutySeverity::Critical => "critical",
+            PagerDutySeverity::Error => "error",
+            PagerDutySeverity::Warning => "warning",
+            PagerDutySeverity::Info => "info",
+        }
+    }
+}
+
+/// Which PagerDuty severity each rule severity is sent as. The default maps each to the
+/// PagerDuty severity of the same name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeverityMap {
+    /// For `critical` rules.
+    pub critical: PagerDutySeverity,
+    /// For `warning` rules.
+    pub warning: PagerDutySeverity,
+    /// For `info` rules.
+    pub info: PagerDutySeverity,
+}
+
+impl Default for SeverityMap {
+    fn default() -> Self {
+        SeverityMap {
+            critical: PagerDutySeverity::Critical,
+            warning: PagerDutySeverity::Warning,
+            info: PagerDutySeverity::Info,
+        }
+    }
+}
+
+impl SeverityMap {
+    /// The PagerDuty severity for a rule severity.
+    pub fn get(&self, severity: Severity) -> PagerDutySeverity {
+        match severity {
+            Severity::Critical => self.critical,
+            Severity::Warning => self.warning,
+            Severity::Info => self.info,
+        }
+    }
+}
+
+/// PagerDuty's Events API v2 endpoint, the default URL of a `pagerduty` channel.
+pub const PAGERDUTY_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
 
 /// A notification channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,6 +353,28 @@ pub enum ChannelConfig {
         /// The Alertmanager's base URL, e.g. `http://127.0.0.1:9093`.
         url: String,
     },
+    /// PagerDuty's Events API v2: `trigger` when firing, `resolve` when resolved, one
+    /// `dedup_key` per alert instance.
+    PagerDuty {
+        /// The events endpoint ([`PAGERDUTY_EVENTS_URL`] unless set, e.g. for tests).
+        url: String,
+        /// The integration's routing key.
+        routing_key: String,
+        /// Which PagerDuty severity each rule severity becomes.
+        severity: SeverityMap,
+    },
+}
+
+impl ChannelConfig {
+    /// Where the channel sends.
+    pub fn url(&self) -> &str {
+        match self {
+            ChannelConfig::Slack { url }
+            | ChannelConfig::Webhook { url, .. }
+            | ChannelConfig::Alertmanager { url }
+            | ChannelConfig::PagerDuty { url, .. } => url,
+        }
+    }
 }
 
 /// Everything an alert engine needs: rules, channels, timing.
@@ -227,8 +386,45 @@ pub struct AlertConfig {
     pub delivery: DeliveryConfig,
     /// Channels by name.
     pub channels: BTreeMap<String, ChannelConfig>,
+    /// Escalation policies by name, for rules' `escalation_policy`.
+    pub escalation_policies: BTreeMap<String, EscalationPolicy>,
     /// The rules, in order.
     pub rules: Vec<Rule>,
+}
+
+/// The longest a rule, channel or escalation policy name may be. Names go into idempotency
+/// keys, PagerDuty's `dedup_key` (at most 255 bytes) and URL paths.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// The longest a rule's description may be, in bytes. It is in every notification, and the
+/// outbox stores each notification until it is delivered.
+pub const MAX_DESCRIPTION_LEN: usize = 4096;
+
+/// Checks a rule, channel or policy name: 1 to [`MAX_NAME_LEN`] ASCII letters, digits, `_`,
+/// `-` or `.`, so that it is safe in an HTTP header, a URL path and an idempotency key.
+fn check_name(what: &str, name: &str) -> Result<(), AlertError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(AlertError::Config(format!(
+            "{what} {name:?}: a name is 1 to {MAX_NAME_LEN} ASCII letters, digits, `_`, `-` or `.`"
+        )))
+    }
+}
+
+/// Checks that `d` is longer than zero and at most `max`.
+fn check_duration(key: &str, d: Duration, max: Duration) -> Result<(), AlertError> {
+    if d.is_zero() || d > max {
+        return Err(AlertError::Config(format!(
+            "{key}: {d:?} is out of range; use more than zero and at most {max:?}"
+        )));
+    }
+    Ok(())
 }
 
 impl AlertConfig {
@@ -242,32 +438,82 @@ impl AlertConfig {
         Ok(config)
     }
 
-    /// Checks what a configuration built in code refers to.
+    /// Checks what a configuration built in code refers to, and that every value is within
+    /// its bounds.
     pub fn validate(&self, metric_exists: &dyn Fn(&str) -> bool) -> Result<(), AlertError> {
-        if self.interval.is_zero() {
-            return Err(AlertError::Config(
-                "evaluation.interval must be longer than zero".into(),
-            ));
-        }
+        check_duration(
+            "evaluation.interval",
+            self.interval,
+            Duration::from_secs(3600),
+        )?;
+        self.delivery.validate()?;
         for (name, channel) in &self.channels {
-            let url = match channel {
-                ChannelConfig::Slack { url }
-                | ChannelConfig::Webhook { url, .. }
-                | ChannelConfig::Alertmanager { url } => url,
-            };
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
+            check_name("channel", name)?;
+            validate_channel(name, channel)?;
+        }
+        let known_channels = || {
+            self.channels
+                .keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let check_channels = |at: &str, channels: &[String]| -> Result<(), AlertError> {
+            if channels.is_empty() {
                 return Err(AlertError::Config(format!(
-                    "channels.{name}.url: {url:?} is not an http(s) URL"
+                    "{at}: at least one channel is needed"
                 )));
             }
+            for channel in channels {
+                if !self.channels.contains_key(channel) {
+                    return Err(AlertError::Config(format!(
+                        "{at}: unknown channel {channel:?} (configured: {})",
+                        known_channels()
+                    )));
+                }
+            }
+            Ok(())
+        };
+        let check_steps = |at: &str, steps: &[Escalation]| -> Result<(), AlertError> {
+            if steps.is_empty() || steps.len() > MAX_ESCALATION_STEPS {
+                return Err(AlertError::Config(format!(
+                    "{at}: a policy has 1 to {MAX_ESCALATION_STEPS} steps"
+                )));
+            }
+            let mut previous = Duration::ZERO;
+            for (i, step) in steps.iter().enumerate() {
+                let at = format!("{at}[{i}]");
+                check_duration(&format!("{at}.after"), step.after, MAX_WINDOW * 7)?;
+                if i > 0 && step.after <= previous {
+                    return Err(AlertError::Config(format!(
+                        "{at}.after: steps must come in order of strictly increasing `after` \
+                         ({:?} follows {previous:?})",
+                        step.after
+                    )));
+                }
+                previous = step.after;
+                check_channels(&format!("{at}.channels"), &step.channels)?;
+            }
+            Ok(())
+        };
+        for (name, policy) in &self.escalation_policies {
+            check_name("escalation policy", name)?;
+            check_steps(&format!("escalation_policies.{name}.steps"), &policy.steps)?;
         }
         let mut seen = std::collections::BTreeSet::new();
         for rule in &self.rules {
+            check_name("rule", &rule.name)?;
             let at = |what: &str| format!("rules[{}].{what}", rule.name);
             if !seen.insert(&rule.name) {
                 return Err(AlertError::Config(format!(
                     "rule name {:?} is used twice",
                     rule.name
+                )));
+            }
+            if rule.description.len() > MAX_DESCRIPTION_LEN {
+                return Err(AlertError::Config(format!(
+                    "{}: longer than {MAX_DESCRIPTION_LEN} bytes",
+                    at("description")
                 )));
             }
             if rule.channels.is_empty() {
@@ -276,17 +522,33 @@ impl AlertConfig {
                     at("channels")
                 )));
             }
-            let escalation = rule.escalation.iter().flat_map(|e| &e.channels);
-            for channel in rule.channels.iter().chain(escalation) {
-                if !self.channels.contains_key(channel) {
-                    let known: Vec<&str> = self.channels.keys().map(String::as_str).collect();
+            check_channels(&at("channels"), &rule.channels)?;
+            if let Some(every) = rule.repeat_interval {
+                check_duration(&at("repeat_interval"), every, MAX_WINDOW * 7)?;
+            }
+            match (&rule.escalation_policy, &rule.escalation) {
+                (Some(_), Some(_)) => {
                     return Err(AlertError::Config(format!(
-                        "{}: unknown channel {channel:?} (configured: {})",
-                        at("channels"),
+                        "{}: a rule has `escalation` or `escalation_policy`, not both",
+                        at("escalation_policy")
+                    )));
+                }
+                (Some(policy), None) if !self.escalation_policies.contains_key(policy) => {
+                    let known: Vec<&str> = self
+                        .escalation_policies
+                        .keys()
+                        .map(String::as_str)
+                        .collect();
+                    return Err(AlertError::Config(format!(
+                        "{}: unknown escalation policy {policy:?} (configured: {})",
+                        at("escalation_policy"),
                         known.join(", ")
                     )));
                 }
+                (None, Some(step)) => check_steps(&at("escalation"), std::slice::from_ref(step))?,
+                _ => {}
             }
+            self.validate_condition(rule, &at("condition"))?;
             for metric in rule.condition.metrics() {
                 if !metric_exists(metric) {
                     return Err(AlertError::Config(format!(
@@ -298,6 +560,155 @@ impl AlertConfig {
         }
         Ok(())
     }
+
+    fn validate_condition(&self, rule: &Rule, at: &str) -> Result<(), AlertError> {
+        let finite = |key: &str, v: f64| {
+            if v.is_finite() {
+                Ok(())
+            } else {
+                Err(AlertError::Config(format!(
+                    "{at}.{key}: {v} is not a number"
+                )))
+            }
+        };
+        let window = |w: Duration| -> Result<(), AlertError> {
+            check_duration(&format!("{at}.window"), w, MAX_WINDOW)?;
+            if w < self.interval {
+                return Err(AlertError::Config(format!(
+                    "{at}.window: {w:?} is shorter than evaluation.interval ({:?}); a window \
+                     must span at least one evaluation",
+                    self.interval
+                )));
+            }
+            Ok(())
+        };
+        let hold = |d: Duration| check_duration(&format!("{at}.for"), d, MAX_WINDOW * 7);
+        match &rule.condition {
+            Condition::Threshold {
+                function,
+                threshold,
+                for_,
+                ..
+            } => {
+                finite("threshold", *threshold)?;
+                if let Some(w) = function.window() {
+                    window(w)?;
+                }
+                if !for_.is_zero() {
+                    hold(*for_)?;
+                }
+            }
+            Condition::HealthFailures { check, .. } => {
+                if check.is_empty() {
+                    return Err(AlertError::Config(format!("{at}.check: empty")));
+                }
+            }
+            Condition::ErrorRate {
+                window: w,
+                percent,
+                for_,
+            } => {
+                finite("percent", *percent)?;
+                window(*w)?;
+                if !for_.is_zero() {
+                    hold(*for_)?;
+                }
+            }
+            Condition::ResourceUsage { percent, for_, .. } => {
+                finite("percent", *percent)?;
+                if !for_.is_zero() {
+                    hold(*for_)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl DeliveryConfig {
+    /// Checks that every value is within its bounds: attempts time out, retries back off, and
+    /// queues are bounded.
+    pub fn validate(&self) -> Result<(), AlertError> {
+        check_duration("delivery.timeout", self.timeout, Duration::from_secs(300))?;
+        if !(1..=1000).contains(&self.max_attempts) {
+            return Err(AlertError::Config(format!(
+                "delivery.max_attempts: {} is out of range; use 1 to 1000",
+                self.max_attempts
+            )));
+        }
+        check_duration(
+            "delivery.initial_backoff",
+            self.initial_backoff,
+            Duration::from_secs(3600),
+        )?;
+        check_duration(
+            "delivery.max_backoff",
+            self.max_backoff,
+            Duration::from_secs(3600),
+        )?;
+        if self.max_backoff < self.initial_backoff {
+            return Err(AlertError::Config(format!(
+                "delivery.max_backoff ({:?}) is shorter than delivery.initial_backoff ({:?})",
+                self.max_backoff, self.initial_backoff
+            )));
+        }
+        if !(1..=1_000_000).contains(&self.max_pending) {
+            return Err(AlertError::Config(format!(
+                "delivery.max_pending: {} is out of range; use 1 to 1000000",
+                self.max_pending
+            )));
+        }
+        if self
+            .outbox
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(AlertError::Config(
+                "delivery.outbox: empty path; leave it out to keep notifications in memory".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn validate_channel(name: &str, channel: &ChannelConfig) -> Result<(), AlertError> {
+    let url = channel.url();
+    let parsed = reqwest::Url::parse(url).ok();
+    if !parsed
+        .as_ref()
+        .is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+    {
+        return Err(AlertError::Config(format!(
+            "channels.{name}.url: {url:?} is not an http(s) URL"
+        )));
+    }
+    match channel {
+        ChannelConfig::Webhook { headers, .. } => {
+            for (header, value) in headers {
+                let bad_name = reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err();
+                let bad_value = reqwest::header::HeaderValue::from_str(value).is_err();
+                if bad_name || bad_value {
+                    return Err(AlertError::Config(format!(
+                        "channels.{name}.headers.{header}: not a valid HTTP header {}",
+                        if bad_name { "name" } else { "value" }
+                    )));
+                }
+            }
+        }
+        ChannelConfig::PagerDuty { routing_key, .. } => {
+            let ok = !routing_key.is_empty()
+                && routing_key.len() <= 128
+                && routing_key.bytes().all(|b| b.is_ascii_graphic());
+            if !ok {
+                return Err(AlertError::Config(format!(
+                    "channels.{name}.routing_key: give the integration's routing key \
+                     (1 to 128 printable ASCII characters)"
+                )));
+            }
+        }
+        ChannelConfig::Slack { .. } | ChannelConfig::Alertmanager { .. } => {}
+    }
+    Ok(())
 }
 
 fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
@@ -320,7 +731,15 @@ struct FileConfig {
     #[serde(default)]
     channels: BTreeMap<String, FileChannel>,
     #[serde(default)]
+    escalation_policies: BTreeMap<String, FileEscalationPolicy>,
+    #[serde(default)]
     rules: Vec<FileRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileEscalationPolicy {
+    steps: Vec<FileEscalation>,
 }
 
 #[derive(Deserialize, Default)]
@@ -336,6 +755,8 @@ struct FileDelivery {
     max_attempts: Option<u32>,
     initial_backoff: Option<String>,
     max_backoff: Option<String>,
+    outbox: Option<PathBuf>,
+    max_pending: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -353,6 +774,21 @@ enum FileChannel {
     Alertmanager {
         url: Option<String>,
     },
+    #[serde(rename = "pagerduty")]
+    PagerDuty {
+        url: Option<String>,
+        routing_key: Option<String>,
+        #[serde(default)]
+        severity: FileSeverityMap,
+    },
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileSeverityMap {
+    critical: Option<PagerDutySeverity>,
+    warning: Option<PagerDutySeverity>,
+    info: Option<PagerDutySeverity>,
 }
 
 #[derive(Deserialize)]
@@ -365,6 +801,7 @@ struct FileRule {
     channels: Vec<String>,
     repeat_interval: Option<String>,
     escalation: Option<FileEscalation>,
+    escalation_policy: Option<String>,
     #[serde(default = "yes")]
     enabled: bool,
     condition: FileCondition,
@@ -388,6 +825,8 @@ enum FileCondition {
         metric: String,
         #[serde(default)]
         labels: BTreeMap<String, String>,
+        function: Option<String>,
+        window: Option<String>,
         op: String,
         threshold: f64,
         #[serde(rename = "for")]
@@ -441,6 +880,8 @@ impl FileConfig {
                 self.delivery.max_backoff,
                 d.max_backoff,
             )?,
+            outbox: self.delivery.outbox,
+            max_pending: self.delivery.max_pending.unwrap_or(d.max_pending),
         };
         let mut channels = BTreeMap::new();
         for (name, channel) in self.channels {
@@ -461,8 +902,41 @@ impl FileConfig {
                 FileChannel::Alertmanager { url } => ChannelConfig::Alertmanager {
                     url: url.ok_or_else(missing)?,
                 },
+                FileChannel::PagerDuty {
+                    url,
+                    routing_key,
+                    severity,
+                } => {
+                    let d = SeverityMap::default();
+                    ChannelConfig::PagerDuty {
+                        url: url.unwrap_or_else(|| PAGERDUTY_EVENTS_URL.to_owned()),
+                        routing_key: routing_key.ok_or_else(|| {
+                            AlertError::Config(format!("channels.{name}: missing `routing_key`"))
+                        })?,
+                        severity: SeverityMap {
+                            critical: severity.critical.unwrap_or(d.critical),
+                            warning: severity.warning.unwrap_or(d.warning),
+                            info: severity.info.unwrap_or(d.info),
+                        },
+                    }
+                }
             };
             channels.insert(name, channel);
+        }
+        let mut escalation_policies = BTreeMap::new();
+        for (name, policy) in self.escalation_policies {
+            let mut steps = Vec::new();
+            for (i, step) in policy.steps.into_iter().enumerate() {
+                steps.push(Escalation {
+                    after: duration(
+                        &format!("escalation_policies.{name}.steps[{i}].after"),
+                        Some(step.after),
+                        Duration::ZERO,
+                    )?,
+                    channels: step.channels,
+                });
+            }
+            escalation_policies.insert(name, EscalationPolicy { steps });
         }
         let mut rules = Vec::new();
         for rule in self.rules {
@@ -471,6 +945,8 @@ impl FileConfig {
                 FileCondition::Threshold {
                     metric,
                     labels,
+                    function,
+                    window,
                     op,
                     threshold,
                     for_,
@@ -479,6 +955,7 @@ impl FileConfig {
                         name: metric,
                         labels,
                     },
+                    function: threshold_function(&key("condition"), function, window)?,
                     op: Operator::parse(&op)
                         .map_err(|e| AlertError::Config(format!("{}: {e}", key("condition.op"))))?,
                     threshold,
@@ -534,6 +1011,7 @@ impl FileConfig {
                 channels: rule.channels,
                 repeat_interval,
                 escalation,
+                escalation_policy: rule.escalation_policy,
                 enabled: rule.enabled,
                 condition,
             });
@@ -546,7 +1024,37 @@ impl FileConfig {
             )?,
             delivery,
             channels,
+            escalation_policies,
             rules,
         })
+    }
+}
+
+/// A threshold's `function` and `window` keys: both absent (the value), or `increase` or
+/// `rate` with a window.
+fn threshold_function(
+    at: &str,
+    function: Option<String>,
+    window: Option<String>,
+) -> Result<Function, AlertError> {
+    let window = match window {
+        None => None,
+        Some(text) => Some(
+            parse_duration(&text).map_err(|e| AlertError::Config(format!("{at}.window: {e}")))?,
+        ),
+    };
+    match (function.as_deref(), window) {
+        (None | Some("value"), None) => Ok(Function::Value),
+        (None | Some("value"), Some(_)) => Err(AlertError::Config(format!(
+            "{at}.window: a window needs `function = \"increase\"` or `function = \"rate\"`"
+        ))),
+        (Some("increase"), Some(w)) => Ok(Function::Increase(w)),
+        (Some("rate"), Some(w)) => Ok(Function::Rate(w)),
+        (Some(f @ ("increase" | "rate")), None) => Err(AlertError::Config(format!(
+            "{at}.window: `function = \"{f}\"` needs a window, e.g. `window = \"5m\"`"
+        ))),
+        (Some(other), _) => Err(AlertError::Config(format!(
+            "{at}.function: {other:?} is not a function; use \"value\", \"increase\" or \"rate\""
+        ))),
     }
 }

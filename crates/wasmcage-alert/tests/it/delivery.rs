@@ -9,26 +9,33 @@ use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode};
 use wasmcage_alert::{
-    AlertConfig, AlertEngine, ChannelConfig, Condition, DeliveryConfig, Dispatcher, ManualClock,
-    MetricRef, Notification, NotificationStatus, Operator, Rule, Severity, sign,
+    AlertConfig, AlertEngine, ChannelConfig, Condition, DeliveryConfig, Dispatcher, Function,
+    ManualClock, MetricRef, Notification, NotificationStatus, Operator, PagerDutySeverity, Rule,
+    Severity, SeverityMap, pagerduty_body, rfc3339, sign,
 };
 
 use crate::Values;
 
 /// What a receiver saw: (idempotency key, JSON body), in arrival order.
-type Seen = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
+pub type Seen = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
 
 #[derive(Clone, Copy)]
-enum Behaviour {
+pub enum Behaviour {
     /// Accepts everything.
     Good,
     /// Accepts only requests whose HMAC signature verifies with this secret.
     Signed(&'static str),
     /// Answers 500 to every other request and stalls every fifth past the client's timeout.
     Flaky,
+    /// Records every request and answers 500.
+    Failing,
+    /// Never answers.
+    Hanging,
 }
 
-async fn receiver(behaviour: Behaviour) -> (String, Seen) {
+/// A receiver on 127.0.0.1 at `/hook`, recording what it accepted (and, when `Failing`, what
+/// it refused).
+pub async fn receiver(behaviour: Behaviour) -> (String, Seen) {
     let seen: Seen = Arc::default();
     let sink = seen.clone();
     let count = Arc::new(AtomicU64::new(0));
@@ -53,6 +60,16 @@ async fn receiver(behaviour: Behaviour) -> (String, Seen) {
                         }
                     }
                     Behaviour::Flaky if n % 2 == 1 => return StatusCode::INTERNAL_SERVER_ERROR,
+                    Behaviour::Failing => {
+                        let json = serde_json::from_slice(&body).unwrap();
+                        sink.lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .push((key, json));
+                        return StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                    Behaviour::Hanging => {
+                        std::future::pending::<()>().await;
+                    }
                     Behaviour::Flaky if n % 5 == 0 => {
                         // Recorded, but answered too late: the sender retries, and the
                         // duplicate must be dropped by its idempotency key.
@@ -79,7 +96,7 @@ async fn receiver(behaviour: Behaviour) -> (String, Seen) {
     (format!("http://{addr}/hook"), seen)
 }
 
-fn rule(name: &str, metric: &str, channels: &[&str]) -> Rule {
+pub fn rule(name: &str, metric: &str, channels: &[&str]) -> Rule {
     Rule {
         name: name.into(),
         description: format!("{metric} is high"),
@@ -87,12 +104,14 @@ fn rule(name: &str, metric: &str, channels: &[&str]) -> Rule {
         channels: channels.iter().map(|c| (*c).to_owned()).collect(),
         repeat_interval: None,
         escalation: None,
+        escalation_policy: None,
         enabled: true,
         condition: Condition::Threshold {
             metric: MetricRef {
                 name: metric.into(),
                 labels: BTreeMap::new(),
             },
+            function: Function::Value,
             op: Operator::Gt,
             threshold: 0.0,
             for_: Duration::ZERO,
@@ -100,17 +119,18 @@ fn rule(name: &str, metric: &str, channels: &[&str]) -> Rule {
     }
 }
 
-fn fast_delivery() -> DeliveryConfig {
+pub fn fast_delivery() -> DeliveryConfig {
     DeliveryConfig {
         timeout: Duration::from_millis(300),
         max_attempts: 30,
         initial_backoff: Duration::from_millis(5),
         max_backoff: Duration::from_millis(50),
+        ..DeliveryConfig::default()
     }
 }
 
 /// Keys in first-arrival order, duplicates dropped.
-fn deduplicated(seen: &Seen) -> Vec<(String, serde_json::Value)> {
+pub fn deduplicated(seen: &Seen) -> Vec<(String, serde_json::Value)> {
     let seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
     let mut keys = std::collections::HashSet::new();
     seen.iter()
@@ -148,6 +168,7 @@ async fn every_transition_arrives_once_and_in_order_through_flaky_receivers() {
         interval: Duration::from_secs(15),
         delivery: fast_delivery(),
         channels: channels.clone(),
+        escalation_policies: BTreeMap::new(),
         rules: vec![
             rule("DiskFull", "disk", &all),
             rule("QueueStuck", "queue", &all),
@@ -194,8 +215,12 @@ async fn every_transition_arrives_once_and_in_order_through_flaky_receivers() {
         "the flaky receiver forced retries"
     );
 
-    let expected: Vec<&str> = sent.iter().map(|n| n.idempotency_key.as_str()).collect();
     for (name, seen) in [("slack", &slack), ("signed", &signed), ("flaky", &flaky)] {
+        let expected: Vec<String> = sent
+            .iter()
+            .map(|n| n.for_channel(name).idempotency_key)
+            .collect();
+        let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
         let got = deduplicated(seen);
         let keys: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
         // Each rule's notifications arrive in the order they were sent.
@@ -215,7 +240,7 @@ async fn every_transition_arrives_once_and_in_order_through_flaky_receivers() {
         assert_eq!(keys.len(), expected.len(), "{name}: exactly once each");
     }
     assert!(
-        flaky.lock().unwrap().len() > expected.len(),
+        flaky.lock().unwrap().len() > sent.len(),
         "the flaky receiver saw retried duplicates"
     );
 
@@ -284,11 +309,13 @@ async fn permanent_failures_are_not_retried_and_a_dead_channel_blocks_no_other()
         starts_at: std::time::SystemTime::now(),
         ends_at: None,
         channels: vec!["dead".into(), "refused".into(), "good".into()],
-        idempotency_key: key.into(),
+        idempotency_key: format!("R:{key}:firing"),
+        instance: key.into(),
+        step: "firing".into(),
         firing_number: 1,
     };
     for i in 0..5 {
-        dispatcher.send(notification(&format!("R:{i}")));
+        dispatcher.send(notification(&format!("{i}")));
     }
     let guard = Instant::now() + Duration::from_secs(60);
     while dispatcher.stats("good").unwrap().delivered < 5 && Instant::now() < guard {
@@ -314,6 +341,17 @@ async fn permanent_failures_are_not_retried_and_a_dead_channel_blocks_no_other()
         (5, 10),
         "3 attempts each: {dead:?}"
     );
+    // What was given up on is kept, with the reason, and counted.
+    let letters = dispatcher.outbox().dead_letters().unwrap();
+    let count = |channel: &str, says: &str| {
+        letters
+            .iter()
+            .filter(|l| l.channel == channel && l.reason.contains(says))
+            .count()
+    };
+    assert_eq!(count("refused", "401"), 5, "{letters:?}");
+    assert_eq!(count("dead", "3 attempts failed"), 5, "{letters:?}");
+    assert!(letters.iter().all(|l| l.idempotency_key.starts_with("R:")));
 }
 
 /// A real Alertmanager on loopback; killed when dropped.
@@ -397,6 +435,7 @@ async fn a_real_alertmanager_receives_the_alert_and_its_resolution() {
         interval: Duration::from_secs(15),
         delivery: fast_delivery(),
         channels: channels.clone(),
+        escalation_policies: BTreeMap::new(),
         rules: vec![rule("SandboxCanaryFailing", "canary_failures", &["am"])],
     };
     let values = Arc::new(Values::default());
@@ -448,4 +487,158 @@ async fn a_real_alertmanager_receives_the_alert_and_its_resolution() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(dispatcher.stats("am").unwrap().delivered, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pagerduty_gets_events_api_v2_triggers_and_resolves_with_one_dedup_key() {
+    let (url, seen) = receiver(Behaviour::Good).await;
+    let channels = BTreeMap::from([(
+        "pd".to_owned(),
+        ChannelConfig::PagerDuty {
+            url,
+            routing_key: "R0UT1NGKEY".into(),
+            severity: SeverityMap {
+                critical: PagerDutySeverity::Error,
+                ..SeverityMap::default()
+            },
+        },
+    )]);
+    let config = AlertConfig {
+        interval: Duration::from_secs(15),
+        delivery: fast_delivery(),
+        channels: channels.clone(),
+        escalation_policies: BTreeMap::new(),
+        rules: vec![rule("DiskFull", "disk", &["pd"])],
+    };
+    let values = Arc::new(Values::default());
+    let clock = ManualClock::default();
+    let engine = AlertEngine::new(config.clone(), values.clone(), Arc::new(clock.clone()));
+    let dispatcher = Dispatcher::start(&channels, &config.delivery).unwrap();
+    values.set("disk", &[], 97.5);
+    let fired = engine.evaluate();
+    clock.advance(Duration::from_secs(30));
+    values.set("disk", &[], 0.0);
+    let resolved = engine.evaluate();
+    for n in fired.iter().chain(&resolved) {
+        dispatcher.send(n.clone());
+    }
+    dispatcher.drain().await;
+
+    let n = &fired[0];
+    let dedup_key = format!("DiskFull:{}", n.instance);
+    let got = seen.lock().unwrap().clone();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(
+        got[0].1,
+        serde_json::json!({
+            "routing_key": "R0UT1NGKEY",
+            "event_action": "trigger",
+            "dedup_key": dedup_key,
+            "client": "wasmcage",
+            "payload": {
+                "summary": "DiskFull: disk is high",
+                "source": "wasmcage",
+                "severity": "error",
+                "timestamp": rfc3339(n.starts_at),
+                "component": "wasmcage",
+                "group": "DiskFull",
+                "class": "alert",
+                "custom_details": {
+                    "rule": "DiskFull",
+                    "description": "disk is high",
+                    "value": 97.5,
+                    "step": "firing",
+                    "firing_number": 1,
+                    "idempotency_key": format!("DiskFull:pd:{}:firing", n.instance),
+                },
+            },
+        })
+    );
+    assert_eq!(
+        got[1].1,
+        serde_json::json!({
+            "routing_key": "R0UT1NGKEY",
+            "event_action": "resolve",
+            "dedup_key": dedup_key,
+        })
+    );
+    assert_eq!(got[0].0, format!("DiskFull:pd:{}:firing", n.instance));
+    assert_eq!(got[1].0, format!("DiskFull:pd:{}:resolved", n.instance));
+    // A summary longer than PagerDuty's 1024 characters is cut.
+    let long = Notification {
+        description: "é".repeat(5000),
+        ..n.clone()
+    };
+    let body = pagerduty_body(&long, "k", &SeverityMap::default());
+    assert_eq!(
+        body["payload"]["summary"].as_str().unwrap().chars().count(),
+        1024
+    );
+    assert_eq!(body["payload"]["severity"], "critical");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_receiver_times_out_and_a_full_queue_drops_and_counts() {
+    let (url, _) = receiver(Behaviour::Hanging).await;
+    let channels = BTreeMap::from([(
+        "stuck".to_owned(),
+        ChannelConfig::Webhook {
+            url,
+            secret: None,
+            headers: BTreeMap::new(),
+        },
+    )]);
+    let delivery = DeliveryConfig {
+        timeout: Duration::from_millis(200),
+        max_attempts: 2,
+        max_pending: 2,
+        ..fast_delivery()
+    };
+    let dispatcher = Dispatcher::start(&channels, &delivery).unwrap();
+    let notification = |i: u32| Notification {
+        rule: "R".into(),
+        description: String::new(),
+        severity: Severity::Warning,
+        status: NotificationStatus::Firing,
+        value: 1.0,
+        starts_at: std::time::SystemTime::now(),
+        ends_at: None,
+        channels: vec!["stuck".into()],
+        idempotency_key: format!("R:{i}:firing"),
+        instance: i.to_string(),
+        step: "firing".into(),
+        firing_number: 1,
+    };
+    for i in 0..5 {
+        dispatcher.send(notification(i));
+    }
+    // Two are queued; the other three are refused at once and counted.
+    assert_eq!(dispatcher.stats("stuck").unwrap().dropped_full, 3);
+    assert!(dispatcher.pending("stuck").unwrap() <= 2);
+    // Each attempt ends at the timeout, so the queued two are given up on, not stuck.
+    let guard = Instant::now() + Duration::from_secs(60);
+    // Counted first, then buried in the outbox and taken off the queue.
+    while dispatcher.stats("stuck").unwrap().failed_exhausted < 2
+        || dispatcher.pending("stuck") != Some(0)
+    {
+        assert!(
+            Instant::now() < guard,
+            "the hanging receiver blocked delivery"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let counts = dispatcher.stats("stuck").unwrap();
+    assert_eq!(
+        (counts.retried, counts.failed_exhausted, counts.delivered),
+        (2, 2, 0)
+    );
+    let letters = dispatcher.outbox().dead_letters().unwrap();
+    assert_eq!(letters.len(), 2);
+    assert!(
+        letters.iter().all(|l| l.reason.contains("timed out")),
+        "{letters:?}"
+    );
+    // With room again, the channel takes new notifications.
+    dispatcher.send(notification(9));
+    assert_eq!(dispatcher.stats("stuck").unwrap().dropped_full, 3);
 }

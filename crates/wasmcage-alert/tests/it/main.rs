@@ -6,6 +6,7 @@
 
 mod config;
 mod delivery;
+mod outbox;
 mod timing;
 
 use std::collections::HashMap;

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wasmcage_alert::{
-    AlertConfig, AlertEngine, ChannelConfig, Condition, DeliveryConfig, Escalation, ManualClock,
-    MetricRef, Notification, NotificationStatus, Operator, Rule, RuleState, Severity,
+    AcknowledgeError, AlertConfig, AlertEngine, ChannelConfig, Condition, DeliveryConfig,
+    Escalation, EscalationPolicy, Function, ManualClock, MetricRef, Notification,
+    NotificationStatus, Operator, Rule, RuleState, Severity,
 };
 
 use crate::Values;
@@ -28,7 +29,9 @@ fn config(
         channels: BTreeMap::from([
             ("team".into(), channel("http://127.0.0.1:1/a")),
             ("boss".into(), channel("http://127.0.0.1:1/b")),
+            ("director".into(), channel("http://127.0.0.1:1/c")),
         ]),
+        escalation_policies: BTreeMap::new(),
         rules: vec![Rule {
             name: "r".into(),
             description: "test rule".into(),
@@ -36,6 +39,7 @@ fn config(
             channels: vec!["team".into()],
             repeat_interval: repeat,
             escalation,
+            escalation_policy: None,
             enabled: true,
             condition,
         }],
@@ -48,6 +52,7 @@ fn threshold(for_: Duration) -> Condition {
             name: "queue_depth".into(),
             labels: BTreeMap::new(),
         },
+        function: Function::Value,
         op: Operator::Ge,
         threshold: 10.0,
         for_,
@@ -89,7 +94,16 @@ fn a_condition_must_hold_for_its_duration_before_firing() {
         summary(&resolved),
         [(NotificationStatus::Resolved, vec!["team".to_owned()])]
     );
-    assert_eq!(resolved[0].idempotency_key, "r:1:resolved");
+    let instance = &resolved[0].instance;
+    assert!(instance.starts_with("1-"), "{instance}");
+    assert_eq!(
+        resolved[0].idempotency_key,
+        format!("r:{instance}:resolved")
+    );
+    assert_eq!(
+        resolved[0].for_channel("team").idempotency_key,
+        format!("r:team:{instance}:resolved")
+    );
     assert!(resolved[0].ends_at.is_some());
     assert_eq!(engine.state("r"), Some(RuleState::Resolved));
     assert!(engine.evaluate().is_empty());
@@ -127,7 +141,8 @@ fn firing_alerts_repeat_on_their_interval() {
     let repeat = engine.evaluate();
     assert_eq!(repeat.len(), 1);
     assert_eq!(
-        repeat[0].idempotency_key, "r:1:firing:1",
+        repeat[0].idempotency_key,
+        format!("r:{}:repeat-1", repeat[0].instance),
         "a repeat is a new delivery"
     );
 }
@@ -163,10 +178,13 @@ fn unacknowledged_alerts_escalate_and_acknowledged_ones_do_not() {
     clock.advance(Duration::from_secs(1));
     let fired = engine.evaluate();
     assert_eq!(fired[0].firing_number, 2);
-    assert!(engine.acknowledge("r"));
+    assert!(engine.acknowledge("r").unwrap().acknowledged);
     clock.advance(Duration::from_secs(3600));
     assert!(engine.evaluate().is_empty(), "acknowledged: no escalation");
-    assert!(!engine.acknowledge("nope"));
+    assert_eq!(
+        engine.acknowledge("nope"),
+        Err(AcknowledgeError::UnknownRule("nope".into()))
+    );
 }
 
 #[test]
@@ -244,4 +262,226 @@ fn resource_usage_percent_held_for_a_duration() {
     let fired = engine.evaluate();
     assert_eq!(fired.len(), 1);
     assert_eq!(fired[0].value, 95.0);
+}
+
+fn counter(function: Function, threshold: f64) -> Condition {
+    Condition::Threshold {
+        metric: MetricRef {
+            name: "denials_total".into(),
+            labels: BTreeMap::new(),
+        },
+        function,
+        op: Operator::Gt,
+        threshold,
+        for_: Duration::ZERO,
+    }
+}
+
+#[test]
+fn a_windowed_increase_fires_on_growth_and_resolves_when_growth_stops() {
+    let five_minutes = Duration::from_secs(300);
+    let (engine, values, clock) = setup(config(
+        counter(Function::Increase(five_minutes), 0.0),
+        None,
+        None,
+    ));
+    // A counter with a past: its total is far above the threshold, but it does not grow.
+    values.set("denials_total", &[], 1_000.0);
+    for _ in 0..5 {
+        assert!(engine.evaluate().is_empty());
+        clock.advance(Duration::from_secs(60));
+    }
+    values.set("denials_total", &[], 1_003.0);
+    let fired = engine.evaluate();
+    assert_eq!(
+        summary(&fired),
+        [(NotificationStatus::Firing, vec!["team".to_owned()])]
+    );
+    assert_eq!(
+        fired[0].value, 3.0,
+        "the growth within the window, not the total"
+    );
+    // No more growth: still firing while the growth is inside the window...
+    for _ in 0..4 {
+        clock.advance(Duration::from_secs(60));
+        assert!(engine.evaluate().is_empty());
+        assert_eq!(engine.state("r"), Some(RuleState::Firing));
+    }
+    // ...and resolved once the window has moved past it: the rule does not latch.
+    clock.advance(Duration::from_secs(60));
+    let resolved = engine.evaluate();
+    assert_eq!(resolved[0].status, NotificationStatus::Resolved);
+    assert_eq!(resolved[0].value, 0.0);
+
+    // The same counter compared by value latches: it never resolves.
+    let (engine, values, clock) = setup(config(counter(Function::Value, 0.0), None, None));
+    values.set("denials_total", &[], 1_003.0);
+    assert_eq!(engine.evaluate().len(), 1);
+    clock.advance(Duration::from_secs(3600));
+    assert!(engine.evaluate().is_empty());
+    assert_eq!(engine.state("r"), Some(RuleState::Firing));
+}
+
+#[test]
+fn rate_is_growth_per_second_and_resets_and_new_series_count_as_growth() {
+    let minute = Duration::from_secs(60);
+    let check = |steps: &[(u64, Option<f64>)], function: Function, expected: f64| {
+        let (engine, values, clock) = setup(config(counter(function, -1.0), None, None));
+        let mut last = f64::NAN;
+        for (at, value) in steps {
+            clock.advance(Duration::from_secs(*at));
+            if let Some(v) = value {
+                values.set("denials_total", &[], *v);
+            }
+            engine.evaluate();
+            last = engine.active_alerts()[0].value;
+        }
+        assert_eq!(last, expected, "{steps:?} {function:?}");
+    };
+    // 120 in a minute is 2 per second.
+    check(
+        &[(0, Some(0.0)), (60, Some(120.0))],
+        Function::Rate(minute),
+        2.0,
+    );
+    // A restart of the counter (down to 10) counts the 10 as growth: 5 + 10.
+    check(
+        &[(0, Some(100.0)), (20, Some(105.0)), (20, Some(10.0))],
+        Function::Increase(minute),
+        15.0,
+    );
+    // A series that appears counts from zero.
+    check(
+        &[(0, None), (30, Some(7.0))],
+        Function::Increase(minute),
+        7.0,
+    );
+    // Growth older than the window is out of it.
+    check(
+        &[
+            (0, Some(0.0)),
+            (30, Some(50.0)),
+            (60, Some(50.0)),
+            (30, Some(51.0)),
+        ],
+        Function::Increase(minute),
+        1.0,
+    );
+}
+
+#[test]
+fn an_escalation_policy_escalates_step_by_step_until_acknowledged() {
+    let mut config = config(threshold(Duration::ZERO), None, None);
+    let step = |minutes: u64, channel: &str| Escalation {
+        after: Duration::from_secs(60 * minutes),
+        channels: vec![channel.to_owned()],
+    };
+    config.escalation_policies.insert(
+        "ladder".into(),
+        EscalationPolicy {
+            steps: vec![step(10, "boss"), step(30, "director")],
+        },
+    );
+    config.rules[0].escalation_policy = Some("ladder".into());
+    config.validate(&|_| true).unwrap();
+    let (engine, values, clock) = setup(config);
+    values.set("queue_depth", &[], 50.0);
+    let step_of = |ns: &[Notification]| -> Vec<(String, Vec<String>)> {
+        ns.iter()
+            .map(|n| (n.step.clone(), n.channels.clone()))
+            .collect()
+    };
+    let s = |step: &str, channel: &str| (step.to_owned(), vec![channel.to_owned()]);
+    assert_eq!(step_of(&engine.evaluate()), [s("firing", "team")]);
+    clock.advance(Duration::from_secs(600));
+    assert_eq!(step_of(&engine.evaluate()), [s("escalation-1", "boss")]);
+    clock.advance(Duration::from_secs(1200));
+    assert_eq!(step_of(&engine.evaluate()), [s("escalation-2", "director")]);
+    values.set("queue_depth", &[], 0.0);
+    let resolved = engine.evaluate();
+    assert_eq!(
+        summary(&resolved),
+        [(
+            NotificationStatus::Resolved,
+            vec!["team".to_owned(), "boss".to_owned(), "director".to_owned()]
+        )],
+        "everyone told of the firing hears it resolve"
+    );
+
+    // Steps that fell due together are each sent; acknowledgement stops the rest.
+    values.set("queue_depth", &[], 50.0);
+    clock.advance(Duration::from_secs(1));
+    engine.evaluate();
+    clock.advance(Duration::from_secs(900));
+    assert_eq!(step_of(&engine.evaluate()), [s("escalation-1", "boss")]);
+    let acked = engine.acknowledge("r").unwrap();
+    assert_eq!(acked.escalation_steps_notified, 1);
+    assert!(acked.acknowledged_at.is_some());
+    clock.advance(Duration::from_secs(7200));
+    assert!(engine.evaluate().is_empty(), "acknowledged: no second step");
+    values.set("queue_depth", &[], 0.0);
+    assert_eq!(
+        summary(&engine.evaluate()),
+        [(
+            NotificationStatus::Resolved,
+            vec!["team".to_owned(), "boss".to_owned()]
+        )]
+    );
+
+    // After a long pause both steps are due at once.
+    values.set("queue_depth", &[], 50.0);
+    clock.advance(Duration::from_secs(1));
+    engine.evaluate();
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(
+        step_of(&engine.evaluate()),
+        [s("escalation-1", "boss"), s("escalation-2", "director")]
+    );
+}
+
+#[test]
+fn active_alerts_list_pending_and_firing_rules_and_acknowledge_says_why_not() {
+    let (engine, values, clock) = setup(config(threshold(Duration::from_secs(60)), None, None));
+    assert!(engine.active_alerts().is_empty());
+    assert_eq!(
+        engine.acknowledge("r"),
+        Err(AcknowledgeError::NotFiring("r".into()))
+    );
+    values.set("queue_depth", &[], 12.0);
+    let started = wasmcage_alert::Clock::wall(&clock);
+    engine.evaluate();
+    let pending = engine.active_alerts();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].state, RuleState::Pending);
+    assert_eq!(pending[0].value, 12.0);
+    assert!(pending[0].instance.is_none() && !pending[0].acknowledged);
+    let pending_since = pending[0].since;
+    assert_eq!(pending_since, started);
+    assert!(engine.acknowledge("r").is_err(), "pending is not firing");
+
+    clock.advance(Duration::from_secs(60));
+    values.set("queue_depth", &[], 13.0);
+    let fired = engine.evaluate();
+    let firing = engine.active_alerts();
+    assert_eq!(firing[0].state, RuleState::Firing);
+    assert_eq!(firing[0].since, pending_since + Duration::from_secs(60));
+    assert_eq!(firing[0].value, 13.0);
+    assert_eq!(
+        firing[0].instance.as_deref(),
+        Some(fired[0].instance.as_str())
+    );
+    assert_eq!(firing[0].severity, Severity::Warning);
+    let acked = engine.acknowledge("r").unwrap();
+    assert!(acked.acknowledged);
+    assert_eq!(engine.active_alerts(), std::slice::from_ref(&acked));
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(
+        engine.acknowledge("r").unwrap().acknowledged_at,
+        acked.acknowledged_at,
+        "acknowledging twice keeps the first time"
+    );
+    values.set("queue_depth", &[], 1.0);
+    engine.evaluate();
+    assert!(engine.active_alerts().is_empty());
+    assert_eq!(RuleState::Firing.as_str(), "firing");
 }
