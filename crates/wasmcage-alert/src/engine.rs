@@ -545,6 +545,16 @@ pub fn spawn_evaluation(
             let (engine, dispatcher) = (engine.clone(), dispatcher.clone());
             let _ = tokio::task::spawn_blocking(move || {
                 for notification in engine.evaluate() {
+                    tracing::warn!(
+                        target: "wasmcage::alert",
+                        rule = %notification.rule,
+                        severity = notification.severity.as_str(),
+                        status = notification.status.as_str(),
+                        step = %notification.step,
+                        value = notification.value,
+                        key = %notification.idempotency_key,
+                        "alert {}", notification.status.as_str()
+                    );
                     dispatcher.send(notification);
                 }
             })

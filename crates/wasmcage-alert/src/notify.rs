@@ -257,6 +257,40 @@ impl Dispatcher {
         Self::with_outbox(notifiers, delivery, listener, outbox)
     }
 
+    /// Stops this dispatcher's workers and starts one for `channels` and `delivery` on the
+    /// same outbox, which stays open: how a reload of the alerting configuration changes
+    /// channels without losing what waits. Whatever the old workers had not delivered is
+    /// still in a durable outbox and is delivered again under its idempotency key (so a
+    /// receiver may see a key twice; it deduplicates on it). A `delivery.outbox` other than
+    /// this dispatcher's is refused: moving the outbox needs a restart.
+    pub fn restart(
+        &self,
+        channels: &BTreeMap<String, ChannelConfig>,
+        delivery: &DeliveryConfig,
+        listener: Option<DeliveryListener>,
+    ) -> Result<Self, AlertError> {
+        if delivery.outbox.as_deref() != self.outbox.path() {
+            return Err(AlertError::Config(
+                "delivery.outbox cannot change while running; restart to move the outbox".into(),
+            ));
+        }
+        let client = http_client(delivery.timeout)?;
+        let notifiers = channels
+            .iter()
+            .map(|(name, config)| (name.clone(), notifier(config, client.clone())))
+            .collect();
+        self.stop();
+        Self::start_on(notifiers, delivery, listener, self.outbox.clone())
+    }
+
+    /// Stops the workers at once. A notification they had not delivered stays in a durable
+    /// outbox, for the next dispatcher on it.
+    pub fn stop(&self) {
+        for worker in &self.workers {
+            worker.abort();
+        }
+    }
+
     /// Starts one worker per notifier, for notifiers of your own, with queues in memory.
     pub fn with_notifiers(
         notifiers: BTreeMap<String, Arc<dyn Notifier>>,
@@ -276,7 +310,15 @@ impl Dispatcher {
         listener: Option<DeliveryListener>,
         outbox: Outbox,
     ) -> Result<Self, AlertError> {
-        let outbox = Arc::new(outbox);
+        Self::start_on(notifiers, delivery, listener, Arc::new(outbox))
+    }
+
+    fn start_on(
+        notifiers: BTreeMap<String, Arc<dyn Notifier>>,
+        delivery: &DeliveryConfig,
+        listener: Option<DeliveryListener>,
+        outbox: Arc<Outbox>,
+    ) -> Result<Self, AlertError> {
         let mut channels = BTreeMap::new();
         let mut workers = Vec::new();
         for (name, notifier) in notifiers {

@@ -129,6 +129,14 @@ impl Outbox {
         })
     }
 
+    /// The file behind a durable outbox; `None` in memory.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.store {
+            Store::Memory(_) => None,
+            Store::Durable { path, .. } => Some(path),
+        }
+    }
+
     /// Whether entries survive a restart.
     pub fn is_durable(&self) -> bool {
         matches!(self.store, Store::Durable { .. })

@@ -41,6 +41,12 @@ pub fn main(args: ServeArgs) -> ExitCode {
         print!("{}", config.to_toml());
         return ExitCode::SUCCESS;
     }
+    // Logs (and spans, when an OTLP endpoint is set) for the whole process: the access log,
+    // executions, security events, health transitions and alert deliveries.
+    let _tracing = match wasmcage::tracing::init(&config.tracing.with_logging(&config.logging)) {
+        Ok(guard) => guard,
+        Err(e) => return fail(&e),
+    };
     // Uploads compile in a child process of this binary, under the configured budget.
     config.compile_worker = crate::compile_worker(config.compile_timeout, config.compile_memory);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -55,6 +61,7 @@ pub fn main(args: ServeArgs) -> ExitCode {
             Ok(s) => s,
             Err(e) => return fail(&e),
         };
+        // The address on stderr as a plain line, whatever the log format: scripts wait for it.
         eprintln!("wasmcage: serving on http://{}", server.local_addr());
         match server.serve(shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,

@@ -274,10 +274,12 @@ impl Sandbox {
         export: &str,
         args: &[Value],
     ) -> Result<CallOutput, Error> {
-        self.call_async_holding(module, export, args, ()).await
+        self.call_async_holding(module, export, args, None, ())
+            .await
     }
 
-    /// [`Sandbox::call_async`] that keeps `hold` until the execution has really ended, even
+    /// [`Sandbox::call_async`] under the caller's trace (when given) that keeps `hold` until the
+    /// execution has really ended, even
     /// when the future is dropped first: a cancelled guest stops at its next check, not at
     /// once, so whatever accounts for it (an admission permit, a share of a memory budget)
     /// must live as long as it runs.
@@ -286,6 +288,7 @@ impl Sandbox {
         module: &Module,
         export: &str,
         args: &[Value],
+        trace: Option<TraceParent>,
         hold: H,
     ) -> Result<CallOutput, Error> {
         let (sandbox, module, export, args) = (
@@ -298,6 +301,7 @@ impl Sandbox {
             let _hold = hold;
             let mut plan = Plan::call(&module, &export, &args)?;
             plan.cancel = Some(cancel);
+            plan.trace = trace;
             let done = sandbox.execute(&module, plan)?;
             Ok(CallOutput {
                 results: done.results,
@@ -313,7 +317,8 @@ impl Sandbox {
         module: &Module,
         input: CommandInput,
     ) -> Result<CommandOutput, Error> {
-        self.run_command_async_holding(module, input, ()).await
+        self.run_command_async_holding(module, input, None, ())
+            .await
     }
 
     /// [`Sandbox::run_command_async`] that keeps `hold` until the execution has really
@@ -322,6 +327,7 @@ impl Sandbox {
         &self,
         module: &Module,
         input: CommandInput,
+        trace: Option<TraceParent>,
         hold: H,
     ) -> Result<CommandOutput, Error> {
         let (sandbox, module) = (self.clone(), module.clone());
@@ -329,6 +335,7 @@ impl Sandbox {
             let _hold = hold;
             let mut plan = Plan::command(&module, input)?;
             plan.cancel = Some(cancel);
+            plan.trace = trace;
             let done = sandbox.execute(&module, plan)?;
             Ok(CommandOutput {
                 stdout: done.stdout,

@@ -70,6 +70,10 @@ pub(crate) struct Families {
     pub(crate) limits_exceeded: IntCounterVec,
     pub(crate) health_status: IntGaugeVec,
     pub(crate) alert_deliveries: IntCounterVec,
+    pub(crate) http_requests: IntCounterVec,
+    pub(crate) http_duration: HistogramVec,
+    pub(crate) http_in_flight: IntGauge,
+    pub(crate) http_errors: IntCounterVec,
     pub(crate) up: Gauge,
 }
 
@@ -200,6 +204,14 @@ families! {
         "Health of a check or of `overall`: 0 healthy, 1 degraded, 2 critical.";
     alert_deliveries: IntCounterVec "wasmcage_alert_deliveries_total" ["channel", "result"] (),
         "Alert notification delivery results by channel: delivered, retried, failed_permanent, failed_exhausted.";
+    http_requests: IntCounterVec "wasmcage_http_requests_total" ["route", "method", "status"] (),
+        "HTTP requests answered by the service, by route template, method and status code.";
+    http_duration: HistogramVec "wasmcage_http_request_duration_seconds" ["route"] EXECUTION_SECONDS,
+        "Time from a request's arrival to its response, by route template.";
+    http_in_flight: IntGauge "wasmcage_http_requests_in_flight" [] (),
+        "HTTP requests being handled now.";
+    http_errors: IntCounterVec "wasmcage_http_errors_total" ["route", "code"] (),
+        "Error responses by route template and API error code (unauthorized, auth_throttled, rate_limited, busy, ...).";
     up: Gauge "wasmcage_up" [] (),
         "1 while the wasmcage metrics observer is installed.";
 }

@@ -177,6 +177,33 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts one HTTP request answered by the service. `route` is the route template (never
+    /// the raw path) and `method` one of the standard methods, so the label sets stay bounded.
+    pub fn record_http_request(&self, route: &str, method: &str, status: u16, duration: f64) {
+        let f = &self.families;
+        let status = status.to_string();
+        f.http_requests
+            .with_label_values(&[route, method, status.as_str()])
+            .inc();
+        f.http_duration
+            .with_label_values(&[route])
+            .observe(duration);
+    }
+
+    /// Counts one error response by its API error code (a fixed set of names).
+    pub fn record_http_error(&self, route: &str, code: &str) {
+        self.families
+            .http_errors
+            .with_label_values(&[route, code])
+            .inc();
+    }
+
+    /// Moves the in-flight request gauge by `delta` (+1 when a request arrives, -1 when it is
+    /// answered).
+    pub fn http_in_flight(&self, delta: i64) {
+        self.families.http_in_flight.add(delta);
+    }
+
     /// The content type of [`Metrics::render`]'s output.
     pub fn content_type(&self) -> &'static str {
         "text/plain; version=0.0.4; charset=utf-8"

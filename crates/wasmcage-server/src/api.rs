@@ -20,12 +20,13 @@ use serde::Deserialize;
 use serde_json::{Value as Json_, json};
 use subtle::ConstantTimeEq;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use wasmcage::health::{HealthConfig, HealthMonitor};
-use wasmcage::health_checks::CanaryCheck;
-use wasmcage::metrics::{Metrics, MetricsConfig};
+use wasmcage::events::TraceParent;
+use wasmcage::health::HealthMonitor;
+use wasmcage::metrics::Metrics;
 use wasmcage::monitoring::{self, Monitoring};
 use wasmcage::{
-    CommandInput, Engine, EngineConfig, Limits, Module, Policy, PoolConfig, Profile, Sandbox, Value,
+    CommandInput, Engine, EngineConfig, Limits, Module, MonitoringConfig, Policy, Profile, Sandbox,
+    Value, Wasmcage,
 };
 
 use crate::store::{self, Store};
@@ -242,10 +243,13 @@ pub(crate) struct State {
     parses_per_key: Mutex<HashMap<Arc<str>, Arc<Semaphore>>>,
     pub(crate) health: Arc<HealthMonitor>,
     metrics: Arc<Metrics>,
+    /// Every layer, composed by the facade: the engine, metrics and tracing observers, the
+    /// health monitor with its canary, and the alert engine.
+    pub(crate) cage: Wasmcage,
 }
 
 impl State {
-    pub(crate) fn new(config: ServerConfig) -> Result<Self, ServerError> {
+    pub(crate) async fn new(config: ServerConfig) -> Result<Self, ServerError> {
         let body_kib = usize::try_from(config.max_body_memory.div_ceil(1024))
             .unwrap_or(usize::MAX)
             .min(Semaphore::MAX_PERMITS);
@@ -259,10 +263,6 @@ impl State {
                 config.data_dir.join("modules").display()
             ))
         })?;
-        let metrics = Arc::new(
-            Metrics::new(MetricsConfig::default())
-                .map_err(|e| ServerError::Start(e.to_string()))?,
-        );
         let engine_config = EngineConfig {
             cache: wasmcage::core::CacheConfig {
                 dir: Some(config.data_dir.join("cache")),
@@ -278,22 +278,27 @@ impl State {
                 }),
             ..EngineConfig::default()
         };
-        let engine = Engine::with_observer(engine_config, metrics.clone())
+        let mut builder = Wasmcage::builder()
+            .engine(engine_config)
+            .health(config.health.monitor())
+            // The service mounts the monitoring routes on its own listener.
+            .monitoring(MonitoringConfig {
+                metrics_addr: None,
+                health_addr: None,
+                log_format: None,
+                otlp_endpoint: None,
+                alert_rules: None,
+            });
+        if let Some(rules) = config.load_alert_rules()? {
+            builder = builder.alerts(rules);
+        }
+        let cage = builder
+            .start()
+            .await
             .map_err(|e| ServerError::Start(e.to_string()))?;
-        let health = Arc::new(HealthMonitor::with_observer(
-            HealthConfig::default(),
-            metrics.clone(),
-        ));
-        let canary = CanaryCheck::new(
-            &engine,
-            PoolConfig {
-                min_ready: 1,
-                max_in_use: 4,
-                ..PoolConfig::default()
-            },
-        )
-        .map_err(|e| ServerError::Start(e.to_string()))?;
-        health.register(Arc::new(canary));
+        let engine = cage.engine().clone();
+        let metrics = cage.metrics().clone();
+        let health = cage.health().clone();
         let limiter = config.rate_limit.map(|limit| RateLimiter {
             limit,
             buckets: Default::default(),
@@ -317,7 +322,38 @@ impl State {
             body_memory: Arc::new(Semaphore::new(body_kib)),
             health,
             metrics,
+            cage,
         })
+    }
+
+    /// Re-reads the alert rules file (on `SIGHUP`): a valid file replaces the rules and
+    /// channels without dropping a request; an invalid one is refused with the reason in the
+    /// log, and the rules in force stay.
+    pub(crate) fn reload_alerts(&self) {
+        let Some(path) = &self.config.alert_rules else {
+            tracing::info!(target: "wasmcage::alert", "SIGHUP: no alert_rules configured, nothing to reload");
+            return;
+        };
+        let Some(alerting) = self.cage.alerting() else {
+            return;
+        };
+        let reloaded = self.config.load_alert_rules().and_then(|rules| {
+            let rules = rules.expect("alert_rules is set");
+            alerting
+                .reload(rules)
+                .map_err(|e| ServerError::Config(e.to_string()))
+        });
+        match reloaded {
+            Ok(()) => {
+                tracing::info!(target: "wasmcage::alert", path = %path.display(), "alert rules reloaded")
+            }
+            Err(e) => tracing::error!(
+                target: "wasmcage::alert",
+                path = %path.display(),
+                error = %e,
+                "alert rules not reloaded; the rules in force stay"
+            ),
+        }
     }
 
     /// Lists the store (quarantining what does not belong) and marks each module compiling;
@@ -724,8 +760,132 @@ impl IntoResponse for ApiError {
         if let Some(s) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, s.into());
         }
+        response.extensions_mut().insert(ErrorCode(self.code));
         response
     }
+}
+
+/// The API error code of an error response, for the access log and the error metrics.
+#[derive(Clone, Copy)]
+struct ErrorCode(&'static str);
+
+/// The caller's API key, as the access log names it: a short hash, never the key.
+#[derive(Clone)]
+struct KeyId(Arc<str>);
+
+/// The W3C trace context the caller sent, continued by the request's executions.
+#[derive(Clone, Copy)]
+pub(crate) struct CallerTrace(pub(crate) Option<TraceParent>);
+
+fn key_id(key: &str) -> Arc<str> {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    digest[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        .into()
+}
+
+/// A process-unique request id: a random prefix chosen at start and a counter.
+fn request_id() -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: OnceLock<u32> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let prefix = PREFIX.get_or_init(|| {
+        use std::hash::{BuildHasher as _, Hasher as _};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        h.finish() as u32
+    });
+    format!("{prefix:08x}-{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A span id for the service's side of a continued trace, in the response's `traceparent`.
+fn span_id(request: &str) -> [u8; 8] {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write(request.as_bytes());
+    let id = h.finish().max(1);
+    id.to_be_bytes()
+}
+
+/// The outermost layer: the request id, the caller's trace context, the in-flight gauge, the
+/// HTTP metrics and one access-log line per request.
+async fn observe(
+    axum::extract::State(state): axum::extract::State<Arc<State>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let route: Arc<str> = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| Arc::from("unmatched"), |p| Arc::from(p.as_str()));
+    let method: &'static str = match request.method().as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        "PATCH" => "PATCH",
+        _ => "other",
+    };
+    // A malformed traceparent is ignored, as the W3C recommendation says: the request
+    // starts no trace of its own.
+    let trace = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<TraceParent>().ok());
+    request.extensions_mut().insert(CallerTrace(trace));
+    let id = request_id();
+    state.metrics.http_in_flight(1);
+    let mut response = next.run(request).await;
+    state.metrics.http_in_flight(-1);
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    state
+        .metrics
+        .record_http_request(&route, method, status, elapsed.as_secs_f64());
+    let code = response.extensions().get::<ErrorCode>().map(|c| c.0);
+    if let Some(code) = code {
+        state.metrics.record_http_error(&route, code);
+    }
+    let key = response.extensions().get::<KeyId>().map(|k| k.0.clone());
+    let trace_id = trace.map(|t| t.trace_id_hex());
+    tracing::info!(
+        target: "wasmcage::access",
+        method,
+        route = &*route,
+        status,
+        duration_ms = elapsed.as_secs_f64() * 1e3,
+        key_id = key.as_deref().unwrap_or("-"),
+        request_id = id.as_str(),
+        trace_id = trace_id.as_deref().unwrap_or("-"),
+        error = code.unwrap_or("-"),
+        "request"
+    );
+    let headers = response.headers_mut();
+    if let Ok(v) = header::HeaderValue::from_str(&id) {
+        headers.insert("x-request-id", v);
+    }
+    if let Some(t) = trace {
+        let ours = TraceParent {
+            parent_id: span_id(&id),
+            ..t
+        };
+        if let Ok(v) = header::HeaderValue::from_str(&ours.to_string()) {
+            headers.insert("traceparent", v);
+        }
+    }
+    response
 }
 
 impl ApiError {
@@ -782,6 +942,8 @@ pub(crate) fn router(state: Arc<State>) -> axum::Router {
         .route("/v1/modules/{id}", get(describe).delete(remove))
         .route("/v1/modules/{id}/invoke", post(invoke))
         .route("/v1/modules/{id}/run", post(run))
+        .route("/v1/alerts", get(alerts))
+        .route("/v1/alerts/{rule}/ack", post(acknowledge))
         // Layers run outside in: authenticate first, then read the body under its deadline.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -813,6 +975,65 @@ pub(crate) fn router(state: Arc<State>) -> axum::Router {
                 "no such route; the API lives under /v1",
             )
         })
+        .layer(axum::middleware::from_fn_with_state(state, observe))
+}
+
+fn alert_json(a: &wasmcage::alert::ActiveAlert) -> Json_ {
+    json!({
+        "rule": a.rule,
+        "severity": a.severity.as_str(),
+        "state": a.state.as_str(),
+        "since": wasmcage::alert::rfc3339(a.since),
+        "value": a.value,
+        "instance": a.instance,
+        "escalation_steps_notified": a.escalation_steps_notified,
+        "acknowledged": a.acknowledged,
+        "acknowledged_at": a.acknowledged_at.map(wasmcage::alert::rfc3339),
+    })
+}
+
+/// `GET /v1/alerts`: the pending and firing alerts.
+async fn alerts(axum::extract::State(state): axum::extract::State<Arc<State>>) -> Json<Json_> {
+    let Some(alerting) = state.cage.alerting() else {
+        return Json(json!({"enabled": false, "alerts": []}));
+    };
+    let active: Vec<Json_> = alerting
+        .engine()
+        .active_alerts()
+        .iter()
+        .map(alert_json)
+        .collect();
+    Json(json!({"enabled": true, "alerts": active}))
+}
+
+/// `POST /v1/alerts/{rule}/ack`: acknowledges a firing alert, which stops its escalation.
+async fn acknowledge(
+    axum::extract::State(state): axum::extract::State<Arc<State>>,
+    Path(rule): Path<String>,
+) -> Result<Json<Json_>, ApiError> {
+    let Some(alerting) = state.cage.alerting() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "alerting_disabled",
+            "this server has no alert rules (set alert_rules in its configuration)",
+        ));
+    };
+    match alerting.engine().acknowledge(&rule) {
+        Ok(alert) => {
+            tracing::info!(target: "wasmcage::alert", rule = %alert.rule, "alert acknowledged");
+            Ok(Json(json!({"alert": alert_json(&alert)})))
+        }
+        Err(e @ wasmcage::alert::AcknowledgeError::UnknownRule(_)) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_rule",
+            e.to_string(),
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_firing",
+            e.to_string(),
+        )),
+    }
 }
 
 /// The monitoring routes with the server's own rules: `/metrics` behind a key when so
@@ -917,8 +1138,12 @@ async fn authenticate(
         .retry_after(s)
         .into_response();
     }
-    request.extensions_mut().insert(Caller(who));
-    next.run(request).await
+    request.extensions_mut().insert(Caller(who.clone()));
+    let mut response = next.run(request).await;
+    if !state.config.api_keys.is_empty() {
+        response.extensions_mut().insert(KeyId(key_id(&who)));
+    }
+    response
 }
 
 /// Reads the whole body within `body_read_timeout` (408 `body_timeout` otherwise) and at
@@ -1395,6 +1620,7 @@ fn report_json(report: &wasmcage::ExecutionReport) -> Result<Json_, ApiError> {
 async fn invoke(
     axum::extract::State(state): axum::extract::State<Arc<State>>,
     Extension(Caller(who)): Extension<Caller>,
+    Extension(CallerTrace(trace)): Extension<CallerTrace>,
     Path(id): Path<String>,
     body: Result<Json<InvokeRequest>, JsonRejection>,
 ) -> Result<Json<Json_>, ApiError> {
@@ -1453,7 +1679,7 @@ async fn invoke(
             .admit(&who, sandbox.limits().memory_bytes)
             .await?;
         let out = sandbox
-            .call_async_holding(&module, &req.export, &args, admitted)
+            .call_async_holding(&module, &req.export, &args, trace, admitted)
             .await
             .map_err(core_error)?;
         let results: Vec<Json_> = out.results.iter().map(to_json).collect();
@@ -1501,6 +1727,7 @@ fn stdin_too_large(max: u64) -> ApiError {
 async fn run(
     axum::extract::State(state): axum::extract::State<Arc<State>>,
     Extension(Caller(who)): Extension<Caller>,
+    Extension(CallerTrace(trace)): Extension<CallerTrace>,
     Path(id): Path<String>,
     body: Result<Json<RunRequest>, JsonRejection>,
 ) -> Result<Json<Json_>, ApiError> {
@@ -1558,6 +1785,7 @@ async fn run(
                     args: req.args,
                     stdin,
                 },
+                trace,
                 admitted,
             )
             .await

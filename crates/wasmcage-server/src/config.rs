@@ -76,6 +76,108 @@ pub struct ServerConfig {
     /// (`wasmcage serve` sets itself); `None` compiles in the server's own process, bounded
     /// by the engine's static compile limits only. Not a file key.
     pub compile_worker: Option<wasmcage::core::CompileWorker>,
+    /// The alert rules and channels file (file key `alert_rules`, default none: no alerting),
+    /// in the format of docs/alerting.md. A relative path is relative to the configuration
+    /// file. `SIGHUP` reloads it; when its `[delivery]` names no `outbox`, notifications wait
+    /// in `alert-outbox.redb` in the data directory, so that none is lost to a crash.
+    pub alert_rules: Option<PathBuf>,
+    /// How the health checks run (file table `[health]`).
+    pub health: Health,
+    /// Log lines on stderr (file table `[logging]`); installed by `wasmcage serve`.
+    pub logging: Logging,
+    /// Span export (file table `[tracing]`); installed by `wasmcage serve`.
+    pub tracing: Tracing,
+}
+
+/// How often and how patiently the health checks run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Health {
+    /// Time between runs (default 10 s).
+    pub interval: Duration,
+    /// Time one check may take before it counts as failed (default 2 s).
+    pub timeout: Duration,
+    /// Consecutive failures of a critical check that make the service critical (default 3).
+    pub failure_threshold: u32,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        let d = wasmcage::health::HealthConfig::default();
+        Health {
+            interval: d.interval,
+            timeout: d.timeout,
+            failure_threshold: d.unhealthy_threshold,
+        }
+    }
+}
+
+impl Health {
+    /// The health monitor's configuration.
+    pub fn monitor(&self) -> wasmcage::health::HealthConfig {
+        wasmcage::health::HealthConfig {
+            interval: self.interval,
+            timeout: self.timeout,
+            unhealthy_threshold: self.failure_threshold,
+        }
+    }
+}
+
+/// Log lines: one access-log line per request, and a line for every execution, security
+/// event, health transition and alert delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logging {
+    /// `human` (default) or `json`.
+    pub format: wasmcage::tracing::LogFormat,
+    /// An `EnvFilter` directive such as `info` or `info,wasmcage=debug` (default `info`);
+    /// `RUST_LOG`, when set, wins.
+    pub level: String,
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Logging {
+            format: wasmcage::tracing::LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Span export over OTLP/HTTP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tracing {
+    /// The collector's traces endpoint, e.g. `http://127.0.0.1:4318/v1/traces` (default
+    /// none: no export).
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` (default `wasmcage`).
+    pub service_name: String,
+    /// `deployment.environment` (default `development`).
+    pub environment: String,
+}
+
+impl Default for Tracing {
+    fn default() -> Self {
+        Tracing {
+            otlp_endpoint: None,
+            service_name: "wasmcage".into(),
+            environment: "development".into(),
+        }
+    }
+}
+
+impl Tracing {
+    /// The tracing layer's configuration for these settings and `logging`.
+    pub fn with_logging(&self, logging: &Logging) -> wasmcage::tracing::TracingConfig {
+        wasmcage::tracing::TracingConfig {
+            format: logging.format,
+            filter: logging.level.clone(),
+            otlp: self.otlp_endpoint.as_ref().map(|endpoint| {
+                let mut otlp = wasmcage::tracing::OtlpConfig::new(endpoint.clone());
+                otlp.service_name = self.service_name.clone();
+                otlp.environment = self.environment.clone();
+                otlp
+            }),
+        }
+    }
 }
 
 /// Failed-authentication throttling: after `max_failures` failures from one IP address within
@@ -196,6 +298,10 @@ impl Default for ServerConfig {
             compile_timeout: Duration::from_secs(60),
             compile_memory: 4 << 30,
             compile_worker: None,
+            alert_rules: None,
+            health: Health::default(),
+            logging: Logging::default(),
+            tracing: Tracing::default(),
         }
     }
 }
@@ -233,12 +339,39 @@ struct File {
     compile_wait: Option<String>,
     compile_timeout: Option<String>,
     compile_memory: Option<String>,
+    alert_rules: Option<PathBuf>,
     // Tables last: TOML needs plain values before tables.
     rate_limit: Option<RateLimit>,
     max_limits: Option<FileLimits>,
     auth_throttle: Option<FileAuthThrottle>,
     admission: Option<FileAdmission>,
     quota: Option<FileQuota>,
+    health: Option<FileHealth>,
+    logging: Option<FileLogging>,
+    tracing: Option<FileTracing>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct FileHealth {
+    interval: Option<String>,
+    timeout: Option<String>,
+    failure_threshold: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct FileLogging {
+    format: Option<String>,
+    level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct FileTracing {
+    otlp_endpoint: Option<String>,
+    service_name: Option<String>,
+    environment: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -429,9 +562,65 @@ impl ServerConfig {
                 };
             }
         }
+        if let Some(v) = file.alert_rules {
+            c.alert_rules = Some(v);
+        }
+        if let Some(h) = file.health {
+            if let Some(v) = h.interval {
+                c.health.interval = duration("health.interval", &v)?;
+            }
+            if let Some(v) = h.timeout {
+                c.health.timeout = duration("health.timeout", &v)?;
+            }
+            if let Some(v) = h.failure_threshold {
+                c.health.failure_threshold = v;
+            }
+        }
+        if let Some(l) = file.logging {
+            if let Some(v) = l.format {
+                c.logging.format = match v.as_str() {
+                    "human" => wasmcage::tracing::LogFormat::Human,
+                    "json" => wasmcage::tracing::LogFormat::Json,
+                    other => {
+                        return Err(bad(
+                            "logging.format",
+                            format!("{other:?}: expected \"human\" or \"json\""),
+                        ));
+                    }
+                };
+            }
+            if let Some(v) = l.level {
+                c.logging.level = v;
+            }
+        }
+        if let Some(t) = file.tracing {
+            if let Some(v) = t.otlp_endpoint {
+                c.tracing.otlp_endpoint = Some(v);
+            }
+            if let Some(v) = t.service_name {
+                c.tracing.service_name = v;
+            }
+            if let Some(v) = t.environment {
+                c.tracing.environment = v;
+            }
+        }
         c.add_env_keys()?;
         c.validate()?;
         Ok(c)
+    }
+
+    /// Reads and validates the alert rules file, if one is configured; with no outbox of its
+    /// own, notifications wait in `alert-outbox.redb` in the data directory.
+    pub fn load_alert_rules(&self) -> Result<Option<wasmcage::alert::AlertConfig>, ServerError> {
+        let Some(path) = &self.alert_rules else {
+            return Ok(None);
+        };
+        let mut rules =
+            wasmcage::alerting::load(path).map_err(|e| bad("alert_rules", e.to_string()))?;
+        if rules.delivery.outbox.is_none() {
+            rules.delivery.outbox = Some(self.data_dir.join("alert-outbox.redb"));
+        }
+        Ok(Some(rules))
     }
 
     /// Checks every value's range; [`Server::bind`](crate::Server::bind) calls it too, so a
@@ -541,6 +730,28 @@ impl ServerConfig {
                 return Err(bad(key, "must be longer than zero"));
             }
         }
+        if self.health.failure_threshold == 0 {
+            return Err(bad("health.failure_threshold", "must be at least 1"));
+        }
+        for (key, d) in [
+            ("health.interval", self.health.interval),
+            ("health.timeout", self.health.timeout),
+        ] {
+            if d.is_zero() {
+                return Err(bad(key, "must be longer than zero"));
+            }
+        }
+        if let Err(e) = wasmcage::tracing::TracingConfig::check_filter(&self.logging.level) {
+            return Err(bad("logging.level", e));
+        }
+        if let Some(endpoint) = &self.tracing.otlp_endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Err(bad(
+                "tracing.otlp_endpoint",
+                format!("{endpoint:?} is not an http:// or https:// URL"),
+            ));
+        }
         Ok(())
     }
 
@@ -557,7 +768,14 @@ impl ServerConfig {
                 let text = std::fs::read_to_string(p).map_err(|e| {
                     ServerError::Config(format!("cannot read {}: {e}", p.display()))
                 })?;
-                Self::from_toml(&text)
+                let mut c = Self::from_toml(&text)?;
+                // The rules file sits next to the configuration that names it.
+                if let (Some(rules), Some(dir)) = (&mut c.alert_rules, p.parent())
+                    && rules.is_relative()
+                {
+                    *rules = dir.join(&*rules);
+                }
+                Ok(c)
             }
         }
     }
@@ -612,6 +830,27 @@ impl ServerConfig {
             quota: Some(FileQuota {
                 max_modules: Some(self.quota.max_modules),
                 max_bytes: Some(self.quota.max_bytes.to_string()),
+            }),
+            alert_rules: self.alert_rules.clone(),
+            health: Some(FileHealth {
+                interval: Some(ms(self.health.interval)),
+                timeout: Some(ms(self.health.timeout)),
+                failure_threshold: Some(self.health.failure_threshold),
+            }),
+            logging: Some(FileLogging {
+                format: Some(
+                    match self.logging.format {
+                        wasmcage::tracing::LogFormat::Json => "json",
+                        _ => "human",
+                    }
+                    .to_owned(),
+                ),
+                level: Some(self.logging.level.clone()),
+            }),
+            tracing: Some(FileTracing {
+                otlp_endpoint: self.tracing.otlp_endpoint.clone(),
+                service_name: Some(self.tracing.service_name.clone()),
+                environment: Some(self.tracing.environment.clone()),
             }),
             max_limits: Some(FileLimits {
                 memory: Some(self.max_limits.memory_bytes.to_string()),

@@ -15,7 +15,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use config::{Admission, AuthThrottle, Quota, RateLimit, ServerConfig};
+pub use config::{
+    Admission, AuthThrottle, Health, Logging, Quota, RateLimit, ServerConfig, Tracing,
+};
 
 /// An error starting or configuring the service.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +72,7 @@ impl Server {
         if config.api_keys.is_empty() && !config.listen.ip().is_loopback() {
             return Err(ServerError::Unprotected(config.listen));
         }
-        let state = Arc::new(api::State::new(config.clone())?);
+        let state = Arc::new(api::State::new(config.clone()).await?);
         let app = api::router(state.clone());
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -104,7 +106,6 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let config = &self.state.config;
-        let monitor = self.state.health.clone().spawn();
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(config.header_read_timeout)
@@ -112,9 +113,20 @@ impl Server {
         let (closing, close) = tokio::sync::watch::channel(false);
         let mut connections = tokio::task::JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
+        #[cfg(unix)]
+        let mut hangup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut hangup = async || {
+            #[cfg(unix)]
+            if let Some(h) = hangup.as_mut() {
+                return h.recv().await;
+            }
+            std::future::pending::<Option<()>>().await
+        };
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
+                Some(()) = hangup() => self.state.reload_alerts(),
                 // Reap finished connections so that the set stays as large as what is open.
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 accepted = self.listener.accept() => {
@@ -160,7 +172,6 @@ impl Server {
             // Past the deadline: whatever is still open is dropped, its handlers with it.
             connections.abort_all();
         }
-        monitor.stop().await;
         Ok(())
     }
 }

@@ -11,6 +11,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("delete", "/v1/modules/{id}"),
     ("post", "/v1/modules/{id}/invoke"),
     ("post", "/v1/modules/{id}/run"),
+    ("get", "/v1/alerts"),
+    ("post", "/v1/alerts/{rule}/ack"),
     ("get", "/v1/openapi.json"),
     ("get", "/metrics"),
     ("get", "/metrics/performance"),
@@ -92,6 +94,9 @@ pub fn document() -> Value {
                              "output": {"type": "string", "enum": ["text", "base64"], "default": "text", "description": "How stdout and stderr are returned: UTF-8 text (invalid bytes replaced) or base64 of the exact bytes."}}}}}},
                          "responses": with_errors(json!({"200": {"description": "exit_code, output_encoding, stdout and stderr (each once, in the requested encoding), truncation flags and the report.", "content": {"application/json": {}}}}))}
             },
+            "/v1/alerts": {"get": {"summary": "Pending and firing alerts of the configured alert rules.", "responses": {"200": {"description": "{enabled, alerts: [{rule, severity, state, since, value, instance, escalation_steps_notified, acknowledged, acknowledged_at}]}.", "content": {"application/json": {}}}, "401": error_response("A key is required or was wrong.")}}},
+            "/v1/alerts/{rule}/ack": {"post": {"summary": "Acknowledge a firing alert: its escalation stops.", "parameters": [{"name": "rule", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "{alert}: the alert, acknowledged.", "content": {"application/json": {}}}, "401": error_response("A key is required or was wrong."), "404": error_response("unknown_rule, or alerting_disabled when no rules are configured."), "409": error_response("not_firing: only a firing alert can be acknowledged.")}}},
             "/v1/openapi.json": {"get": {"summary": "This document.", "security": [], "responses": {"200": {"description": "OpenAPI 3.", "content": {"application/json": {}}}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics (behind an API key when metrics_require_key is set).", "responses": {"200": text("The text exposition format."), "401": error_response("metrics_require_key is set and no valid key was given.")}}},
             "/metrics/performance": {"get": {"summary": "The performance report: per-export latency quantiles, hotspots, anomalies (behind an API key when metrics_require_key is set).", "responses": {"200": {"description": "JSON.", "content": {"application/json": {}}}, "401": error_response("metrics_require_key is set and no valid key was given.")}}},

@@ -67,6 +67,15 @@ impl Default for TracingConfig {
     }
 }
 
+impl TracingConfig {
+    /// Checks a filter directive (such as `info,wasmcage=debug`) without installing anything.
+    pub fn check_filter(filter: &str) -> Result<(), String> {
+        EnvFilter::try_new(filter)
+            .map(drop)
+            .map_err(|e| format!("{filter:?}: {e}"))
+    }
+}
+
 /// An error installing tracing.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -8,8 +8,8 @@ use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, Tra
 use tracing::{Level, Span, field};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use wasmcage_events::{
-    Event, ExecutionId, ExecutionReport, ExecutionStart, Observer, Outcome, SecurityEvent,
-    SecurityEventKind, TraceParent,
+    Event, ExecutionId, ExecutionReport, ExecutionStart, HealthStatus, Observer, Outcome,
+    SecurityEvent, SecurityEventKind, TraceParent,
 };
 
 /// The target of execution spans and events; filter on it (`wasmcage=debug`).
@@ -251,6 +251,23 @@ impl Observer for TracingObserver {
             }
             Event::ExecutionFinished(report) => self.finished(report),
             Event::Security(e) => self.security(e),
+            Event::HealthChanged(c) => {
+                let (check, previous, current) =
+                    (c.check.as_str(), c.previous.as_str(), c.current.as_str());
+                let failures = c.consecutive_failures;
+                let message = c.message.as_str();
+                match c.current {
+                    HealthStatus::Healthy => {
+                        tracing::info!(target: "wasmcage::health", check, previous, current, failures, message, "health changed")
+                    }
+                    HealthStatus::Degraded => {
+                        tracing::warn!(target: "wasmcage::health", check, previous, current, failures, message, "health changed")
+                    }
+                    HealthStatus::Critical => {
+                        tracing::error!(target: "wasmcage::health", check, previous, current, failures, message, "health changed")
+                    }
+                }
+            }
             _ => {}
         }
     }

@@ -105,12 +105,32 @@ pub fn load(path: &std::path::Path) -> Result<AlertConfig, AlertError> {
 }
 
 /// A running alert engine: evaluation on its interval, delivery on per-channel queues, and
-/// `wasmcage_alert_deliveries_total` counting the results. Dropping it stops evaluation.
-#[derive(Debug)]
+/// `wasmcage_alert_deliveries_total` counting the results. [`Alerting::reload`] swaps in a new
+/// configuration; dropping it stops evaluation (a durable outbox keeps what was not delivered
+/// for the next start).
 pub struct Alerting {
+    running: std::sync::Mutex<Running>,
+    metrics: Arc<Metrics>,
+    health: Option<HealthFailures>,
+}
+
+struct Running {
     engine: Arc<AlertEngine>,
     dispatcher: Arc<Dispatcher>,
     task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Alerting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Alerting")
+            .field("dispatcher", &self.dispatcher())
+            .finish_non_exhaustive()
+    }
+}
+
+fn delivery_listener(metrics: &Arc<Metrics>) -> DeliveryListener {
+    let counted = metrics.clone();
+    Arc::new(move |channel, result| counted.record_alert_delivery(channel, result.as_str()))
 }
 
 impl Alerting {
@@ -120,38 +140,74 @@ impl Alerting {
         metrics: Arc<Metrics>,
         health: Option<HealthFailures>,
     ) -> Result<Self, AlertError> {
-        let counted = metrics.clone();
-        let listener: DeliveryListener = Arc::new(move |channel, result| {
-            counted.record_alert_delivery(channel, result.as_str())
-        });
         let dispatcher = Arc::new(Dispatcher::start_observed(
             &config.channels,
             &config.delivery,
-            Some(listener),
+            Some(delivery_listener(&metrics)),
         )?);
-        let source = Arc::new(RegistrySource::new(metrics, health));
-        let engine = Arc::new(AlertEngine::new(config, source, Arc::new(SystemClock)));
-        let task = wasmcage_alert::spawn_evaluation(engine.clone(), dispatcher.clone());
+        let running = Self::run(config, dispatcher, &metrics, health.clone());
         Ok(Alerting {
-            engine,
-            dispatcher,
-            task,
+            running: std::sync::Mutex::new(running),
+            metrics,
+            health,
         })
     }
 
-    /// The engine: rule states and acknowledgement.
-    pub fn engine(&self) -> &AlertEngine {
-        &self.engine
+    fn run(
+        config: AlertConfig,
+        dispatcher: Arc<Dispatcher>,
+        metrics: &Arc<Metrics>,
+        health: Option<HealthFailures>,
+    ) -> Running {
+        let source = Arc::new(RegistrySource::new(metrics.clone(), health));
+        let engine = Arc::new(AlertEngine::new(config, source, Arc::new(SystemClock)));
+        let task = wasmcage_alert::spawn_evaluation(engine.clone(), dispatcher.clone());
+        Running {
+            engine,
+            dispatcher,
+            task,
+        }
+    }
+
+    /// Replaces the rules and channels with `config`, already validated. Delivery moves to
+    /// the new channels on the same outbox (see [`Dispatcher::restart`]); the rules start
+    /// afresh, so an alert still firing is announced again by the new rules. On an error
+    /// nothing changes.
+    pub fn reload(&self, config: AlertConfig) -> Result<(), AlertError> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let dispatcher = Arc::new(running.dispatcher.restart(
+            &config.channels,
+            &config.delivery,
+            Some(delivery_listener(&self.metrics)),
+        )?);
+        running.task.abort();
+        *running = Self::run(config, dispatcher, &self.metrics, self.health.clone());
+        Ok(())
+    }
+
+    /// The engine: rule states, active alerts and acknowledgement.
+    pub fn engine(&self) -> Arc<AlertEngine> {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .engine
+            .clone()
     }
 
     /// The dispatcher: delivery counters per channel.
-    pub fn dispatcher(&self) -> &Dispatcher {
-        &self.dispatcher
+    pub fn dispatcher(&self) -> Arc<Dispatcher> {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .dispatcher
+            .clone()
     }
 }
 
 impl Drop for Alerting {
     fn drop(&mut self) {
-        self.task.abort();
+        // Evaluation stops; the queues still deliver what they hold as the dispatcher goes.
+        let running = self.running.get_mut().unwrap_or_else(|e| e.into_inner());
+        running.task.abort();
     }
 }

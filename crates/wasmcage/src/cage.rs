@@ -78,6 +78,8 @@ pub struct WasmcageBuilder {
     policy: Policy,
     pool: PoolConfig,
     monitoring: MonitoringConfig,
+    health: HealthConfig,
+    alerts: Option<wasmcage_alert::AlertConfig>,
 }
 
 impl WasmcageBuilder {
@@ -105,6 +107,19 @@ impl WasmcageBuilder {
         self
     }
 
+    /// How often and how patiently the health checks run.
+    pub fn health(mut self, health: HealthConfig) -> Self {
+        self.health = health;
+        self
+    }
+
+    /// Alert rules and channels already loaded and validated (see [`crate::alerting::load`]);
+    /// they take the place of [`MonitoringConfig::alert_rules`].
+    pub fn alerts(mut self, alerts: wasmcage_alert::AlertConfig) -> Self {
+        self.alerts = Some(alerts);
+        self
+    }
+
     /// Composes the layers and starts the endpoints, the health monitor and the alert engine
     /// on the current tokio runtime.
     pub async fn start(self) -> Result<Wasmcage, StartError> {
@@ -125,10 +140,7 @@ impl WasmcageBuilder {
         let engine = Engine::with_observer(self.engine, observers.clone())?;
         let sandbox = Sandbox::builder(&engine).policy(self.policy).build()?;
 
-        let health = Arc::new(HealthMonitor::with_observer(
-            HealthConfig::default(),
-            observers,
-        ));
+        let health = Arc::new(HealthMonitor::with_observer(self.health, observers));
         health.register(Arc::new(CanaryCheck::new(
             &engine,
             PoolConfig {
@@ -141,16 +153,18 @@ impl WasmcageBuilder {
         health.run_once().await;
         let health_task = health.clone().spawn();
 
-        let alerting = match &m.alert_rules {
+        let rules = match (self.alerts, &m.alert_rules) {
+            (Some(rules), _) => Some(rules),
+            (None, Some(path)) => Some(alerting::load(path)?),
+            (None, None) => None,
+        };
+        let alerting = match rules {
             None => None,
-            Some(path) => {
-                let rules = alerting::load(path)?;
-                Some(Alerting::start(
-                    rules,
-                    metrics.clone(),
-                    Some(alerting::health_failures(health.clone())),
-                )?)
-            }
+            Some(rules) => Some(Alerting::start(
+                rules,
+                metrics.clone(),
+                Some(alerting::health_failures(health.clone())),
+            )?),
         };
 
         let mut servers = Vec::new();

@@ -3,6 +3,7 @@
 #![allow(missing_docs)]
 
 mod hardening;
+mod observe;
 mod store;
 
 use std::time::Duration;
