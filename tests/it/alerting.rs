@@ -38,6 +38,7 @@ fn the_registry_source_reads_counters_gauges_and_histograms() {
             br#"(module (func (export "ok")) (func (export "bad") unreachable))"#,
         )
         .unwrap();
+    let label = wasmcage::metrics::module_label(&module.info().name, &module.info().hash);
     let sandbox = Sandbox::builder(&engine).limits(tight()).build().unwrap();
     for _ in 0..3 {
         sandbox.call(&module, "ok", &[]).unwrap();
@@ -66,7 +67,7 @@ fn the_registry_source_reads_counters_gauges_and_histograms() {
     check(
         metric(
             "wasmcage_execution_duration_seconds_count",
-            &[("module", "m.wat")],
+            &[("module", &*label)],
         ),
         Some(4.0),
     );

@@ -124,7 +124,7 @@ async fn the_builder_composes_every_layer() {
     assert_eq!(status, 200);
     assert!(body.contains("\"canary\""), "{body}");
     // The canary's executions went through the composed observers into the registry.
-    assert!(cage.metrics().render().contains(r#"module="canary.wat""#));
+    assert!(cage.metrics().render().contains(r#"module="canary.wat@"#));
 
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[[rules]]\nname = \"X\"\nseverity = \"loud\"\nchannels = []\n[rules.condition]\ntype = \"health_failures\"\ncheck = \"c\"\nconsecutive = 1\n").unwrap();

@@ -83,6 +83,10 @@ const MODULE: &str = r#"(module (memory 1)
 fn the_exposition_text_parses_back_to_what_happened() {
     let (engine, metrics) = metered_engine(MetricsConfig::default());
     let module = engine.compile("m.wat", MODULE.as_bytes()).unwrap();
+    // The label is the name and the short content hash: names are the uploader's to choose.
+    let label = wasmcage::metrics::module_label(&module.info().name, &module.info().hash);
+    assert!(label.starts_with("m.wat@"), "{label}");
+    let m = &*label;
     let sandbox = Sandbox::builder(&engine)
         .limits(Limits {
             fuel: Some(10_000),
@@ -102,7 +106,7 @@ fn the_exposition_text_parses_back_to_what_happened() {
         value(
             &samples,
             "wasmcage_executions_total",
-            &[("module", "m.wat"), ("kind", "call"), ("outcome", outcome)],
+            &[("module", m), ("kind", "call"), ("outcome", outcome)],
         )
     };
     assert_eq!(executions("completed"), Some(3.0));
@@ -117,7 +121,7 @@ fn the_exposition_text_parses_back_to_what_happened() {
         value(
             &samples,
             "wasmcage_execution_duration_seconds_count",
-            &[("module", "m.wat")]
+            &[("module", m)]
         ),
         Some(5.0)
     );
@@ -155,14 +159,14 @@ fn the_exposition_text_parses_back_to_what_happened() {
         value(
             &samples,
             "wasmcage_memory_limit_bytes",
-            &[("module", "m.wat")]
+            &[("module", m)]
         ),
         Some((1u64 << 20) as f64)
     );
     let fuel = value(
         &samples,
         "wasmcage_fuel_consumed_total",
-        &[("module", "m.wat")],
+        &[("module", m)],
     )
     .unwrap();
     assert!(
@@ -192,7 +196,7 @@ fn module_labels_are_bounded() {
     let modules: std::collections::BTreeSet<&str> = samples
         .iter()
         .filter(|s| s.name == "wasmcage_executions_total")
-        .map(|s| s.labels["module"].as_str())
+        .map(|s| s.labels["module"].split('@').next().unwrap())
         .collect();
     assert_eq!(
         modules.into_iter().collect::<Vec<_>>(),
@@ -466,7 +470,7 @@ async fn a_real_prometheus_scrapes_the_series() {
         let prometheus = start_prometheus(target);
         wait_for(
             &prometheus,
-            r#"wasmcage_executions_total{module="scraped.wat",outcome="completed"}"#,
+            r#"wasmcage_executions_total{module=~"scraped\\.wat@[0-9a-f]{12}",outcome="completed"}"#,
             7.0,
         );
         wait_for(

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use prometheus::{Encoder, Histogram, IntCounter, IntGauge, Registry, TextEncoder};
 use wasmcage_events::{
     CacheEventKind, CacheTier, Event, ExecutionKind, ExecutionReport, HealthStatus, ModuleHash,
-    Observer, OutcomeKind, PoolEventKind, SecurityEventKind,
+    ModuleInfo, Observer, OutcomeKind, PoolEventKind, SecurityEventKind,
 };
 
 pub use custom::CustomMetrics;
@@ -129,6 +129,9 @@ impl Metrics {
     pub fn with_registry(registry: Registry, config: MetricsConfig) -> Result<Self, MetricsError> {
         let families = Families::register(&registry)?;
         families.up.set(1.0);
+        // Healthy until a health monitor says otherwise, so that the family has a series from
+        // the first scrape (dashboards and rules over it would otherwise see nothing).
+        families.health_status.with_label_values(&["overall"]).set(0);
         if config.process_collector {
             register_process_collector(&registry)?;
         }
@@ -210,16 +213,37 @@ impl Metrics {
     }
 
     fn module_label(&self, report: &ExecutionReport) -> Arc<str> {
+        self.label_of(&report.module).0
+    }
+
+    /// The module's label, and whether it was given just now.
+    fn label_of(&self, module: &ModuleInfo) -> (Arc<str>, bool) {
         let mut labels = self.labels.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(label) = labels.get(&report.module.hash) {
-            return label.clone();
+        if let Some(label) = labels.get(&module.hash) {
+            return (label.clone(), false);
         }
         if labels.len() >= self.config.max_module_labels {
-            return OTHER_MODULE.into();
+            return (OTHER_MODULE.into(), false);
         }
-        let label: Arc<str> = report.module.name.clone();
-        labels.insert(report.module.hash, label.clone());
-        label
+        let label = module_label(&module.name, &module.hash);
+        labels.insert(module.hash, label.clone());
+        (label, true)
+    }
+
+    /// Creates a newly seen module's execution series at zero, so that its first executions
+    /// are an increase that `rate()` and `increase()` see, not a first sample.
+    fn register_module(&self, module: &ModuleInfo) {
+        let (label, new) = self.label_of(module);
+        if !new {
+            return;
+        }
+        for kind in ["call", "command"] {
+            for outcome in OutcomeKind::ALL {
+                self.families
+                    .executions
+                    .with_label_values(&[&*label, kind, outcome.as_str()]);
+            }
+        }
     }
 
     fn handles(&self, report: &ExecutionReport) -> Arc<ModuleHandles> {
@@ -301,6 +325,7 @@ impl Observer for Metrics {
         let f = &self.families;
         match *event {
             Event::ModuleCompiled(e) => {
+                self.register_module(&e.module);
                 f.modules_compiled.inc();
                 f.compile_duration.observe(e.duration.as_secs_f64());
             }
@@ -333,6 +358,9 @@ impl Observer for Metrics {
                 f.health_status.with_label_values(&[&e.check]).set(value);
             }
             Event::Cache(e) => {
+                if let CacheEventKind::Hit(_) = e.kind {
+                    self.register_module(&e.module);
+                }
                 match e.kind {
                     CacheEventKind::Hit(CacheTier::Memory) => {
                         f.cache_hits.with_label_values(&["memory"]).inc()
@@ -411,3 +439,31 @@ fn register_process_collector(_registry: &Registry) -> Result<(), MetricsError> 
     // The prometheus crate's process collector reads /proc; elsewhere there is nothing to add.
     Ok(())
 }
+
+/// The `module` label of a module: its name, as the uploader chose it, cut to at most
+/// [`MODULE_LABEL_NAME_CHARS`] characters of `[A-Za-z0-9_.-]` (anything else becomes `_`),
+/// then `@` and the short content hash. The name is caller-controlled; the hash keeps two
+/// modules apart when their names collide, and the label stays short whatever was uploaded.
+pub fn module_label(name: &str, hash: &ModuleHash) -> Arc<str> {
+    let mut label: String = name
+        .chars()
+        .take(MODULE_LABEL_NAME_CHARS)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if label.is_empty() {
+        label.push('_');
+    }
+    label.push('@');
+    label.push_str(&hash.short());
+    label.into()
+}
+
+/// The most characters of a module's name that go into its `module` label.
+pub const MODULE_LABEL_NAME_CHARS: usize = 32;
+
