@@ -36,6 +36,20 @@ fn infinite_loop_without_fuel_stops_at_the_timeout() {
 }
 
 #[test]
+fn a_timed_out_guest_reports_its_fuel_as_unknown_not_as_zero() {
+    let limits = Limits {
+        fuel: Some(u64::MAX / 2),
+        timeout: Duration::from_millis(100),
+        ..tight()
+    };
+    let out = sandbox(limits).call(&wat(SPIN), "spin", &[]).unwrap();
+    assert_eq!(out.report.outcome, Outcome::Timeout);
+    // The spinning loop never wrote its count back; 0 would be a lie.
+    assert_eq!(out.report.fuel_consumed, None);
+    assert_eq!(out.report.fuel_limit, Some(u64::MAX / 2));
+}
+
+#[test]
 fn infinite_loop_on_an_engine_without_fuel_metering_stops_at_the_timeout() {
     let engine = Engine::new(EngineConfig {
         consume_fuel: false,

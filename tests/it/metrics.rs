@@ -156,19 +156,10 @@ fn the_exposition_text_parses_back_to_what_happened() {
         Some(1.0)
     );
     assert_eq!(
-        value(
-            &samples,
-            "wasmcage_memory_limit_bytes",
-            &[("module", m)]
-        ),
+        value(&samples, "wasmcage_memory_limit_bytes", &[("module", m)]),
         Some((1u64 << 20) as f64)
     );
-    let fuel = value(
-        &samples,
-        "wasmcage_fuel_consumed_total",
-        &[("module", m)],
-    )
-    .unwrap();
+    let fuel = value(&samples, "wasmcage_fuel_consumed_total", &[("module", m)]).unwrap();
     assert!(
         fuel >= 10_000.0,
         "the out-of-fuel run alone used 10 000: {fuel}"

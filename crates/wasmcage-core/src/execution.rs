@@ -148,8 +148,15 @@ impl<'a> Execution<'a> {
             }
         };
 
-        let fuel_consumed =
-            fuel_given.map(|given| given.saturating_sub(store.get_fuel().unwrap_or(0)));
+        // wasmtime keeps a running guest's fuel count in a register and writes it back to the
+        // store only at calls, returns and exhaustion; an epoch interrupt (the deadline or a
+        // cancellation) stops the guest without writing it back, so what the store holds then
+        // says nothing of what the guest used (a spinning loop would read as 0). Unknown is
+        // reported as unknown.
+        let interrupted = matches!(outcome, Outcome::Timeout | Outcome::Cancelled);
+        let fuel_consumed = fuel_given
+            .filter(|_| !interrupted)
+            .map(|given| given.saturating_sub(store.get_fuel().unwrap_or(0)));
         let state = store.into_data();
         if instantiated {
             observer.on_event(&Event::InstanceDestroyed {

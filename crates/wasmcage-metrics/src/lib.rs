@@ -131,7 +131,10 @@ impl Metrics {
         families.up.set(1.0);
         // Healthy until a health monitor says otherwise, so that the family has a series from
         // the first scrape (dashboards and rules over it would otherwise see nothing).
-        families.health_status.with_label_values(&["overall"]).set(0);
+        families
+            .health_status
+            .with_label_values(&["overall"])
+            .set(0);
         if config.process_collector {
             register_process_collector(&registry)?;
         }
@@ -466,4 +469,3 @@ pub fn module_label(name: &str, hash: &ModuleHash) -> Arc<str> {
 
 /// The most characters of a module's name that go into its `module` label.
 pub const MODULE_LABEL_NAME_CHARS: usize = 32;
-
