@@ -1556,7 +1556,7 @@ async fn run(
                 &module,
                 CommandInput {
                     args: req.args,
-                    stdin,
+                    stdin: stdin.into(),
                 },
                 admitted,
             )
