@@ -27,18 +27,19 @@ const CHUNK: usize = 64 * 1024;
 const SLICE: Duration = Duration::from_millis(10);
 
 /// What a WASI command reads on stdin. Converts from bytes (`Vec<u8>`, `&[u8]`, `String`,
-/// `&str`) and from a [`StreamedStdin`].
+/// `&str`, `Bytes`) and from a [`StreamedStdin`].
 #[derive(Clone, PartialEq, Eq)]
 pub enum Stdin {
-    /// These bytes, then end of file. The default is none: end of file at once.
-    Bytes(Vec<u8>),
+    /// These bytes, then end of file. The default is none: end of file at once. Shared,
+    /// not copied, by every execution of a warm pool or a retried plan that clones it.
+    Bytes(Bytes),
     /// A host reader, read as the guest reads; see [`StreamedStdin`].
     Streamed(StreamedStdin),
 }
 
 impl Default for Stdin {
     fn default() -> Self {
-        Stdin::Bytes(Vec::new())
+        Stdin::Bytes(Bytes::new())
     }
 }
 
@@ -51,27 +52,33 @@ impl std::fmt::Debug for Stdin {
     }
 }
 
+impl From<Bytes> for Stdin {
+    fn from(bytes: Bytes) -> Self {
+        Stdin::Bytes(bytes)
+    }
+}
+
 impl From<Vec<u8>> for Stdin {
     fn from(bytes: Vec<u8>) -> Self {
-        Stdin::Bytes(bytes)
+        Stdin::Bytes(bytes.into())
     }
 }
 
 impl From<&[u8]> for Stdin {
     fn from(bytes: &[u8]) -> Self {
-        Stdin::Bytes(bytes.to_vec())
+        Stdin::Bytes(Bytes::copy_from_slice(bytes))
     }
 }
 
 impl From<String> for Stdin {
     fn from(text: String) -> Self {
-        Stdin::Bytes(text.into_bytes())
+        Stdin::Bytes(text.into_bytes().into())
     }
 }
 
 impl From<&str> for Stdin {
     fn from(text: &str) -> Self {
-        Stdin::Bytes(text.as_bytes().to_vec())
+        Stdin::Bytes(Bytes::copy_from_slice(text.as_bytes()))
     }
 }
 

@@ -437,6 +437,30 @@ fn a_request_cannot_widen_the_servers_profile() {
     s.alive();
 }
 
+/// "Smaller" items: `"--5"` was read as 5 and `"0x-5"` as -5. A sign comes first, once;
+/// anything else is 400 `bad_arguments`.
+#[test]
+fn arguments_that_only_look_like_numbers_are_refused() {
+    let s = Serve::start("");
+    let add = s.upload("add.wat", ADD);
+    for (arg, sum) in [
+        ("-5", Some(-5)),
+        ("+5", Some(5)),
+        ("-0x5", Some(-5)),
+        ("0X10", Some(16)),
+    ]
+    .into_iter()
+    .chain(["--5", "+-5", "0x-5", "0x+5", "-0x-5", "5x", ""].map(|a| (a, None)))
+    {
+        let out = s.invoke(&add, json!({"export": "add", "args": [arg, 0]}));
+        match sum {
+            Some(sum) => assert_eq!(out.json()["results"], json!([sum]), "{arg}: {out:?}"),
+            None => assert_eq!(out.error(), (400, "bad_arguments".into()), "{arg}: {out:?}"),
+        }
+    }
+    s.alive();
+}
+
 /// Runs `wasmcage serve` on a configuration that must be refused: it exits at once with
 /// status 126 and says why on stderr.
 fn refused_at_start(config: &str, env_keys: Option<&str>) -> String {
@@ -627,6 +651,25 @@ fn a_full_server_answers_busy_and_recovers_when_clients_leave() {
     s.alive();
 }
 
+/// Item 8: with `request_timeout = 2s` the client got a 504 while the guest burnt 5.6 s more.
+/// The request times out with 504 `request_timeout` and its execution stops with it: the
+/// only slot is free again long before the guest's own 10 s timeout.
+#[test]
+fn a_request_past_its_timeout_is_a_504_and_its_guest_stops() {
+    let s = Serve::start(
+        "request_timeout = \"300ms\"\n[admission]\nmax_executions = 1\nmax_executions_per_key = 1\nwait = \"0ms\"",
+    );
+    let sleeper = s.upload("sleeper.wat", SLEEPER);
+    let add = s.upload("add.wat", ADD);
+    let out = s.run(&sleeper, json!({}));
+    assert_eq!(out.error(), (504, "request_timeout".into()), "{out:?}");
+    eventually("the slot is free again", || {
+        let out = s.invoke(&add, json!({"export": "add", "args": [1, 2]}));
+        (out.status == 200).then_some(())
+    });
+    s.alive();
+}
+
 /// Item 10: 3 150 uploads were all accepted and the listing was unpaginated. Per-key
 /// module and byte quotas (403 `quota_exceeded`) and pages.
 #[test]
@@ -808,7 +851,7 @@ fn is_closed(stream: &mut TcpStream) -> bool {
 /// timeout, and SIGTERM stops the server at its shutdown deadline whatever is still open.
 #[test]
 fn slow_loris_connections_are_cut_and_sigterm_still_stops_the_server() {
-    let s = Serve::start("header_read_timeout = \"500ms\"");
+    let s = Serve::start("header_read_timeout = \"500ms\"\nbody_read_timeout = \"500ms\"");
     let mut loris: Vec<TcpStream> = (0..64)
         .map(|_| TcpStream::connect(&s.addr).unwrap())
         .collect();
@@ -836,6 +879,22 @@ fn slow_loris_connections_are_cut_and_sigterm_still_stops_the_server() {
         loris.retain_mut(|stream| !is_closed(stream));
         s.alive();
     }
+
+    // A body that trickles is cut by the body timeout: 408 `body_timeout`.
+    let mut slow = TcpStream::connect(&s.addr).unwrap();
+    slow.write_all(
+        format!("POST /v1/modules?name=slow HTTP/1.1\r\nhost: 127.0.0.1\r\nx-api-key: {KEY}\r\ncontent-length: 100\r\n\r\n(module").as_bytes(),
+    )
+    .unwrap();
+    slow.set_read_timeout(Some(BOUND)).unwrap();
+    let mut answer = Vec::new();
+    let _ = slow.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 408") && answer.contains("body_timeout"),
+        "{answer}"
+    );
+    s.alive();
 
     // Sixty-four connections stalled in their headers, with a header timeout of ten
     // minutes: only the shutdown deadline can end the server in time.
@@ -1068,6 +1127,10 @@ fn a_restart_serves_only_what_was_uploaded() {
     // 503 `module_compiling` meanwhile), then quarantined and never served.
     let answer = eventually("the flipped module is refused", || {
         let answer = s.get(&format!("/v1/modules/{flipped}"));
+        if answer.status == 503 {
+            assert_eq!(answer.code(), "module_compiling", "{answer:?}");
+            assert!(answer.header("retry-after").is_some(), "{answer:?}");
+        }
         (answer.status != 503).then_some(answer)
     });
     assert_eq!(answer.error(), (404, "unknown_module".into()), "{answer:?}");
