@@ -702,7 +702,7 @@ fn run_case(harness: &Harness, bytes: &[u8]) -> Result<Vec<String>, String> {
             let what = format!("running `_start` under {profile}");
             let input = CommandInput {
                 args: vec!["fuzz".into()],
-                stdin: b"input for the fuzzed guest\n".to_vec(),
+                stdin: b"input for the fuzzed guest\n".to_vec().into(),
             };
             match guarded(&what, || sandbox.run_command(&module, input))? {
                 Ok(out) => {

@@ -25,7 +25,7 @@ fn a_command_reads_stdin_and_writes_stdout() {
             &command(CAT),
             CommandInput {
                 args: vec![],
-                stdin: input.clone().into_bytes(),
+                stdin: input.clone().into(),
             },
         )
         .unwrap();
@@ -56,7 +56,7 @@ fn a_command_sees_its_arguments() {
             &echo_args,
             CommandInput {
                 args: vec!["one".into(), "two words".into()],
-                stdin: vec![],
+                stdin: Default::default(),
             },
         )
         .unwrap();

@@ -1,6 +1,6 @@
 //! `wasmcage run`: one module, one execution, one report.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -9,7 +9,8 @@ use anyhow::{Context, Result};
 use wasmcage::core::DirGrant;
 use wasmcage::core::{CacheConfig, PoolingConfig};
 use wasmcage::{
-    CommandInput, Engine, EngineConfig, ExecutionReport, Outcome, Policy, Profile, Sandbox, Value,
+    CommandInput, Engine, EngineConfig, ExecutionReport, Outcome, Policy, Profile, Sandbox, Stdin,
+    StreamedStdin, Value,
 };
 
 use crate::units::{Fuel, parse_duration, parse_fuel, parse_size};
@@ -196,8 +197,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_disk)]
     disk: Option<Disk>,
 
-    /// The most stdin read and handed to the guest, e.g. `16MiB`; more is an error and
-    /// nothing runs.
+    /// The most stdin handed to the guest, e.g. `16MiB`. Stdin is streamed: read from the
+    /// host only as the guest reads it, never held whole. Past this many bytes the guest
+    /// sees end of file and wasmcage says on stderr that stdin was cut.
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
     max_stdin: u64,
 
@@ -312,16 +314,24 @@ fn run(args: &RunArgs) -> Result<ExitCode> {
             out.report
         }
         None => {
-            let stdin = read_stdin(args.max_stdin)?;
+            let stdin = guest_stdin(args.max_stdin);
             let out = sandbox.run_command(
                 &module,
                 CommandInput {
                     args: args.guest_args().to_vec(),
-                    stdin,
+                    stdin: stdin.clone(),
                 },
             )?;
             std::io::stdout().write_all(&out.stdout)?;
             std::io::stderr().write_all(&out.stderr)?;
+            if let Stdin::Streamed(stream) = &stdin
+                && stream.truncated()
+            {
+                eprintln!(
+                    "wasmcage: stdin was cut at {} bytes (the guest saw end of file there); raise --max-stdin to hand the guest more",
+                    args.max_stdin
+                );
+            }
             out.report
         }
     };
@@ -354,25 +364,16 @@ fn typed_values(module: &wasmcage::Module, export: &str, texts: &[String]) -> Re
         .collect()
 }
 
-/// The guest's stdin: ours when it is redirected, nothing when it is a terminal (so that a
-/// guest never waits on a person who does not know it is reading). More than `max` bytes is
-/// an error: the guest would get it all in memory, so it is refused before it is held.
-fn read_stdin(max: u64) -> Result<Vec<u8>> {
+/// The guest's stdin: ours, streamed as the guest reads it, when it is redirected; nothing
+/// when it is a terminal (so that a guest never waits on a person who does not know it is
+/// reading).
+fn guest_stdin(max: u64) -> Stdin {
     let stdin = std::io::stdin();
-    let mut bytes = Vec::new();
-    if !stdin.is_terminal() {
-        stdin
-            .lock()
-            .take(max.saturating_add(1))
-            .read_to_end(&mut bytes)
-            .context("cannot read stdin")?;
-        if bytes.len() as u64 > max {
-            anyhow::bail!(
-                "stdin is larger than {max} bytes; raise --max-stdin to hand the guest more"
-            );
-        }
+    if stdin.is_terminal() {
+        Stdin::default()
+    } else {
+        StreamedStdin::new(stdin, max).into()
     }
-    Ok(bytes)
 }
 
 fn write_report(target: Option<&str>, report: &ExecutionReport) -> Result<()> {

@@ -2,7 +2,7 @@
 //! does not name.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmcage_policy::{Access, Clocks, Output, Policy, Randomness};
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -10,7 +10,7 @@ use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{FsPerms, HostMonotonicClock, HostWallClock, WasiCtxBuilder};
 
 use crate::output::BoundedOutput;
-use crate::{CommandInput, Error};
+use crate::{CommandInput, Error, Stdin};
 
 /// Builds the WASI context for one execution. A scratch directory, when granted, is created
 /// here and kept in `scratch` so that it is deleted when the execution ends.
@@ -41,7 +41,18 @@ pub(crate) fn wasi_context(
     // Closed streams are left at the builder's defaults: stdin at end of file, output
     // discarded.
     if policy.stdin {
-        b.stdin(MemoryInputPipe::new(input.stdin));
+        match input.stdin {
+            Stdin::Bytes(bytes) => {
+                b.stdin(MemoryInputPipe::new(bytes));
+            }
+            // The context is built after the execution's deadline is set, so this deadline
+            // is never earlier than the store's: a guest waiting here at its deadline ends
+            // with the same timeout.
+            Stdin::Streamed(stream) => {
+                let deadline = crate::store::deadline(Instant::now(), policy.limits.timeout);
+                b.stdin(stream.for_guest(deadline, policy.limits.timeout));
+            }
+        }
     }
     if policy.stdout == Output::Capture {
         b.stdout(stdout.clone());

@@ -33,6 +33,7 @@ mod output;
 mod pool;
 mod precheck;
 mod sandbox;
+mod stdin;
 mod store;
 mod value;
 mod wasi_guard;
@@ -46,6 +47,7 @@ pub use module::{ExportInfo, Module};
 pub use pool::{OnExhausted, PoolConfig, PoolStats, WarmPool};
 pub use precheck::CompileLimits;
 pub use sandbox::{CallOutput, CommandInput, CommandOutput, Sandbox, SandboxBuilder};
+pub use stdin::{Stdin, StreamedStdin};
 pub use value::{Value, ValueType};
 pub use wasmcage_events::{
     ExecutionContext, ExecutionKind, ExecutionReport, Outcome, OutcomeKind, SandboxId, TraceParent,

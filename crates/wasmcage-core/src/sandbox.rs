@@ -15,8 +15,10 @@ use crate::{Engine, Error, Limits, Module, Policy, Value};
 pub struct CommandInput {
     /// Arguments after the program name; the guest sees the module's name as `argv[0]`.
     pub args: Vec<String>,
-    /// Bytes the guest reads from stdin; after them, stdin is at end of file.
-    pub stdin: Vec<u8>,
+    /// What the guest reads from stdin: bytes (`b"...".to_vec().into()`, shared rather
+    /// than copied when the input is cloned), after which stdin is at end of file, or a
+    /// [`StreamedStdin`](crate::StreamedStdin) read as the guest reads.
+    pub stdin: crate::Stdin,
 }
 
 /// What a call of an export produced.

@@ -97,14 +97,17 @@ impl Value {
                 Some(rest) => (true, rest),
                 None => (false, t.strip_prefix('+').unwrap_or(t)),
             };
-            let magnitude = match digits
+            let digits = digits
                 .strip_prefix("0x")
                 .or_else(|| digits.strip_prefix("0X"))
-            {
-                Some(hex) => i128::from_str_radix(hex, 16),
-                None => digits.parse::<i128>(),
+                .map_or((digits, 10), |hex| (hex, 16));
+            // One sign at most, and only in front: Rust's parsers accept a sign of their
+            // own, which once read "--5" as 5 and "0x-5" as -5.
+            if digits.0.starts_with(['+', '-']) {
+                return Err(bad("a sign may only come first, once".to_owned()));
             }
-            .map_err(|e| bad(e.to_string()))?;
+            let magnitude =
+                i128::from_str_radix(digits.0, digits.1).map_err(|e| bad(e.to_string()))?;
             let v = if neg { -magnitude } else { magnitude };
             // Accept the signed range and, for convenience, the unsigned range as bit patterns.
             let (min, max) = (-(1i128 << (bits - 1)), (1i128 << bits) - 1);
@@ -183,6 +186,12 @@ mod tests {
         check("1.5", ValueType::F32, Some(Value::F32(1.5)));
         check("-2.25", ValueType::F64, Some(Value::F64(-2.25)));
         check("abc", ValueType::I32, None);
+        check("+5", ValueType::I32, Some(Value::I32(5)));
+        check("-0x5", ValueType::I64, Some(Value::I64(-5)));
+        for twice in ["--5", "+-5", "-+5", "++5", "0x-5", "0x+5", "-0x-5", "0X-5"] {
+            check(twice, ValueType::I32, None);
+            check(twice, ValueType::I64, None);
+        }
         check("1.5", ValueType::I64, None);
     }
 }

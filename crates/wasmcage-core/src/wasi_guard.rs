@@ -5,7 +5,8 @@
 //!   cannot reach it, so a guest asking to sleep for an hour would hold its thread for an
 //!   hour. Clock-only polls sleep here, at most until the deadline and waking on
 //!   cancellation. Polls with descriptor subscriptions go to wasmtime-wasi (the sandbox's
-//!   descriptors, in-memory pipes and files, are always ready) under the same deadline.
+//!   descriptors, in-memory pipes and files, are always ready; a streamed stdin waits at
+//!   most until the deadline, see `stdin.rs`) under the same deadline.
 //!   Every poll bounds its subscription count by the guest's memory before allocating.
 //! - `random_get`: filled in slices, checking the deadline between them.
 //! - `path_open`: unchanged behaviour, but every refusal becomes a `SecurityEvent`.
@@ -618,7 +619,9 @@ fn poll_oneoff(
 /// A poll with descriptor subscriptions, answered by wasmtime-wasi. The sandbox's
 /// descriptors (in-memory stdin, captured stdout and stderr, regular files) are always
 /// ready, so wasmtime-wasi answers at once with their events, and with any clock that has
-/// already fired; it never sleeps on a clock while a descriptor is ready.
+/// already fired; it never sleeps on a clock while a descriptor is ready. A streamed stdin
+/// is the exception: it is ready once bytes or the end arrive, or at the deadline, and
+/// lets the poll's clocks fire meanwhile.
 fn poll_descriptors(
     mut caller: Caller<'_, StoreState>,
     memory: Memory,

@@ -1783,7 +1783,7 @@ async fn run(
                 &module,
                 CommandInput {
                     args: req.args,
-                    stdin,
+                    stdin: stdin.into(),
                 },
                 trace,
                 admitted,

@@ -100,8 +100,8 @@ pub use wasmcage_core::{
 pub use wasmcage_core::{
     CallOutput, CommandInput, CommandOutput, CompileLimits, Engine, EngineConfig, Error,
     ExecutionKind, ExecutionReport, ExportInfo, Limits, Module, OnExhausted, Outcome, OutcomeKind,
-    PoolConfig, PoolStats, PoolingConfig, Sandbox, SandboxBuilder, TraceParent, TrapKind, Value,
-    ValueType, WarmPool,
+    PoolConfig, PoolStats, PoolingConfig, Sandbox, SandboxBuilder, Stdin, StreamedStdin,
+    TraceParent, TrapKind, Value, ValueType, WarmPool,
 };
 pub use wasmcage_events::{Event, FanOut, NoopObserver, Observer, RecordingObserver};
 

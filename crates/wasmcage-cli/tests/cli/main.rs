@@ -1,4 +1,8 @@
-//! `wasmcage run` driven as a user would drive it: a real process, real files, real stdin.
+//! `wasmcage run` and `wasmcage serve` driven as a user (or an attacker) would drive them: a
+//! real process, real files, real stdin, real TCP.
+
+mod serve_hostile;
+mod stdin;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -460,14 +464,6 @@ fn options_after_the_module_are_the_guests() {
     assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
     let out = wasmcage(&["run", &module, "--", "--fuel", "none"], b"");
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
-    // Stdin past --max-stdin is refused before the guest runs.
-    let out = wasmcage(&["run", "--max-stdin", "4", &module], b"12345");
-    assert_eq!(out.status.code(), Some(126));
-    assert!(
-        text(&out.stderr).contains("--max-stdin"),
-        "{}",
-        text(&out.stderr)
-    );
 }
 
 /// A module whose compiling takes far longer than its budget is refused (status 126) when
