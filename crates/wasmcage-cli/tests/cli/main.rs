@@ -1,6 +1,7 @@
 //! `wasmcage run` and `wasmcage serve` driven as a user (or an attacker) would drive them: a
 //! real process, real files, real stdin, real TCP.
 
+mod monitored;
 mod serve_hostile;
 mod stdin;
 

@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 /// API keys long enough for the server to accept.
-const KEY: &str = "hostile-suite-key-0123456789";
+pub(crate) const KEY: &str = "hostile-suite-key-0123456789";
 const OTHER: &str = "hostile-suite-other-0123456789";
 
 /// How long any wait for a state may take before the test fails; only a broken server
 /// comes near it.
-const BOUND: Duration = Duration::from_secs(60);
+pub(crate) const BOUND: Duration = Duration::from_secs(60);
 
-const ADD: &str = r#"(module (func (export "add") (param i32 i32) (result i32) (i32.add (local.get 0) (local.get 1))))"#;
+pub(crate) const ADD: &str = r#"(module (func (export "add") (param i32 i32) (result i32) (i32.add (local.get 0) (local.get 1))))"#;
 
 /// A command that sleeps (without using CPU) for 20 s in `poll_oneoff`.
 const SLEEPER: &str = r#"(module
@@ -45,8 +45,8 @@ const ECHO: &str = r#"(module
     (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
 
 /// What a server answered.
-struct Answer {
-    status: u16,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
     head: String,
     body: Vec<u8>,
 }
@@ -56,7 +56,7 @@ impl Answer {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("{e}: {} {}", self.status, self.text()))
     }
@@ -69,7 +69,7 @@ impl Answer {
             .to_owned()
     }
 
-    fn header(&self, name: &str) -> Option<String> {
+    pub(crate) fn header(&self, name: &str) -> Option<String> {
         self.head.lines().find_map(|line| {
             let (key, value) = line.split_once(':')?;
             key.eq_ignore_ascii_case(name)
@@ -159,7 +159,7 @@ fn encode(value: &str) -> String {
 }
 
 /// Polls `check` until it gives a value, or panics after [`BOUND`].
-fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let guard = Instant::now() + BOUND;
     loop {
         if let Some(v) = check() {
@@ -172,9 +172,9 @@ fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
 
 /// A running `wasmcage serve` with its own data directory, listening on a port the kernel
 /// chose (read from the line the server prints when it listens).
-struct Serve {
+pub(crate) struct Serve {
     child: Child,
-    addr: String,
+    pub(crate) addr: String,
     config: PathBuf,
     data: PathBuf,
     log: Arc<Mutex<String>>,
@@ -183,7 +183,7 @@ struct Serve {
 
 impl Serve {
     /// A server with both test keys and `settings`: top-level keys first, then tables.
-    fn start(settings: &str) -> Serve {
+    pub(crate) fn start(settings: &str) -> Serve {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let config = dir.path().join("server.toml");
@@ -208,23 +208,33 @@ impl Serve {
 
     /// `kill -9`, then a new server on the same configuration and data directory.
     fn restart(&mut self) {
+        self.kill_9();
+        self.respawn();
+    }
+
+    /// `kill -9`: no shutdown, no flush, nothing the process could still do.
+    pub(crate) fn kill_9(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+
+    /// A new server on the same configuration and data directory.
+    pub(crate) fn respawn(&mut self) {
         let (child, addr) = spawn(&self.config, &self.log);
         self.child = child;
         self.addr = addr;
     }
 
-    fn send(&self, method: &str, path: &str, key: Option<&str>, body: &[u8]) -> Answer {
+    pub(crate) fn send(&self, method: &str, path: &str, key: Option<&str>, body: &[u8]) -> Answer {
         exchange(&self.addr, &request(method, path, key, body))
             .unwrap_or_else(|e| panic!("{method} {path}: {e}\nserver log:\n{}", self.log()))
     }
 
-    fn get(&self, path: &str) -> Answer {
+    pub(crate) fn get(&self, path: &str) -> Answer {
         self.send("GET", path, Some(KEY), b"")
     }
 
-    fn post(&self, path: &str, body: &Value) -> Answer {
+    pub(crate) fn post(&self, path: &str, body: &Value) -> Answer {
         self.send("POST", path, Some(KEY), body.to_string().as_bytes())
     }
 
@@ -238,7 +248,7 @@ impl Serve {
     }
 
     /// Uploads under [`KEY`] and returns the new module's id.
-    fn upload(&self, name: &str, module: &str) -> String {
+    pub(crate) fn upload(&self, name: &str, module: &str) -> String {
         let answer = self.upload_as(KEY, name, module.as_bytes());
         assert!(matches!(answer.status, 200 | 201), "{name}: {answer:?}");
         answer.json()["id"].as_str().unwrap().to_owned()
@@ -248,7 +258,7 @@ impl Serve {
         self.post(&format!("/v1/modules/{id}/run"), &body)
     }
 
-    fn invoke(&self, id: &str, body: Value) -> Answer {
+    pub(crate) fn invoke(&self, id: &str, body: Value) -> Answer {
         self.post(&format!("/v1/modules/{id}/invoke"), &body)
     }
 
@@ -265,7 +275,7 @@ impl Serve {
             .is_ok_and(|stat| !stat.contains(") Z "))
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 
