@@ -8,7 +8,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::rules::{
     AlertConfig, Condition, Function, MAX_WINDOW_SAMPLES, MetricRef, Rule, Severity,
 };
-use crate::{EXECUTIONS_METRIC, FAILED_OUTCOMES, Notification, NotificationStatus};
+use crate::{
+    CANARY_MODULE, COMMAND_EXITS_METRIC, EXECUTIONS_METRIC, FAILED_OUTCOMES, Notification,
+    NotificationStatus,
+};
 
 /// Where the engine reads values. The facade implements it over the Prometheus registry and
 /// the health monitor; the alert crate depends on neither.
@@ -486,20 +489,28 @@ impl AlertEngine {
                 (failures >= *consecutive, f64::from(failures))
             }
             Condition::ErrorRate { percent, .. } => {
-                let total = self.source.value(&MetricRef {
-                    name: EXECUTIONS_METRIC.into(),
-                    labels: BTreeMap::new(),
-                });
+                // The canary's executions are the host's own, not user traffic: they are
+                // taken out of both sides. A command that exited nonzero failed too.
+                let value = |name: &str, labels: &[(&str, &str)]| {
+                    self.source.value(&MetricRef {
+                        name: name.into(),
+                        labels: labels
+                            .iter()
+                            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                            .collect(),
+                    })
+                };
+                let user = |name: &str, labels: &[(&str, &str)]| {
+                    let all = value(name, labels)?;
+                    let mut canary = labels.to_vec();
+                    canary.push(("module", CANARY_MODULE));
+                    Some(all - value(name, &canary).unwrap_or(0.0))
+                };
+                let total = user(EXECUTIONS_METRIC, &[]);
                 let failed = FAILED_OUTCOMES
                     .iter()
-                    .filter_map(|outcome| {
-                        let labels =
-                            BTreeMap::from([("outcome".to_owned(), (*outcome).to_owned())]);
-                        self.source.value(&MetricRef {
-                            name: EXECUTIONS_METRIC.into(),
-                            labels,
-                        })
-                    })
+                    .filter_map(|outcome| user(EXECUTIONS_METRIC, &[("outcome", outcome)]))
+                    .chain(user(COMMAND_EXITS_METRIC, &[("status", "nonzero")]))
                     .fold(None, |sum: Option<f64>, v| Some(sum.unwrap_or(0.0) + v));
                 let (Some(failed_window), Some(total_window)) = (&mut s.window, &mut s.total)
                 else {

@@ -38,6 +38,13 @@ pub use rules::{
 /// The execution counter error-rate rules read.
 pub const EXECUTIONS_METRIC: &str = "wasmcage_executions_total";
 
+/// The counter of commands that exited, by `status` (`zero` or `nonzero`): a nonzero exit
+/// counts as a failure in an error rate.
+pub const COMMAND_EXITS_METRIC: &str = "wasmcage_command_exits_total";
+
+/// The `module` label of the health canary's executions, which error rates leave out.
+pub const CANARY_MODULE: &str = "canary";
+
 /// The outcomes that count as failures in an error rate.
 pub const FAILED_OUTCOMES: &[&str] = &[
     "out_of_fuel",

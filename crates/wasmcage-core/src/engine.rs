@@ -200,17 +200,30 @@ impl Engine {
 
     /// Compiles a module from WebAssembly binary or WAT text.
     ///
-    /// Malformed or invalid input is an [`Error::InvalidModule`] that says what is wrong;
-    /// observers see a `ModuleRejected` event for it, and a `ModuleCompiled` event otherwise.
+    /// Malformed or invalid input is an [`Error::InvalidModule`] that says what is wrong,
+    /// a foreign import an [`Error::UnsupportedImport`], a module past the compile limits or
+    /// budget an [`Error::ModuleTooLarge`]; observers see one `ModuleRejected` event for each
+    /// of these (and for nothing else: a module found in the cache or compiled is not a
+    /// rejection), and a `ModuleCompiled` event when it was compiled.
     pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<Module, Error> {
         self.inner
             .observer
             .on_event(&Event::CompileStarted { name });
         let result = self.compile_inner(name, bytes);
-        if let Err(Error::InvalidModule { reason, .. }) = &result {
-            self.inner
-                .observer
-                .on_event(&Event::ModuleRejected { name, reason });
+        if let Err(
+            e @ (Error::InvalidModule { .. }
+            | Error::UnsupportedImport { .. }
+            | Error::ModuleTooLarge { .. }),
+        ) = &result
+        {
+            let reason = match e {
+                Error::InvalidModule { reason, .. } => reason.clone(),
+                other => other.to_string(),
+            };
+            self.inner.observer.on_event(&Event::ModuleRejected {
+                name,
+                reason: &reason,
+            });
         }
         result
     }
@@ -292,6 +305,16 @@ impl Engine {
         );
         self.compile(&name, &bytes)
     }
+}
+
+/// The content hash a module compiled from `bytes` (wasm or WAT) will have, without
+/// compiling it: the SHA-256 of its binary. Malformed text is an [`Error::InvalidModule`].
+pub fn module_hash(bytes: &[u8]) -> Result<ModuleHash, Error> {
+    let binary = wat::parse_bytes(bytes).map_err(|e| Error::InvalidModule {
+        name: "module".into(),
+        reason: e.to_string(),
+    })?;
+    Ok(ModuleHash(Sha256::digest(&binary).into()))
 }
 
 /// Starts the thread that advances the engine's epoch. It holds only a weak reference, so

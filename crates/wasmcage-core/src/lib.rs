@@ -40,7 +40,7 @@ mod wasi_guard;
 mod worker;
 
 pub use cache::{CacheConfig, CacheStats};
-pub use engine::{Engine, EngineConfig, PoolingConfig};
+pub use engine::{Engine, EngineConfig, PoolingConfig, module_hash};
 pub use error::Error;
 pub use limits::{Limits, OnMemoryLimit};
 pub use module::{ExportInfo, Module};

@@ -170,6 +170,16 @@ impl WarmPool {
         &self.inner.name
     }
 
+    /// The sandbox the pool's executions run under: its policy and limits.
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.inner.sandbox
+    }
+
+    /// How the pool is sized.
+    pub fn config(&self) -> &PoolConfig {
+        &self.inner.config
+    }
+
     /// The pool's state and counters now.
     pub fn stats(&self) -> PoolStats {
         self.inner.stats()
@@ -219,10 +229,24 @@ impl WarmPool {
 
     /// [`WarmPool::call`] for async callers, on tokio's blocking pool.
     pub async fn call_async(&self, export: &str, args: &[Value]) -> Result<CallOutput, Error> {
+        self.call_async_holding(export, args, None, ()).await
+    }
+
+    /// [`WarmPool::call_async`] under the caller's trace (when given) that keeps `hold` until
+    /// the execution has really ended; see [`Sandbox::call_async_holding`].
+    pub async fn call_async_holding<H: Send + 'static>(
+        &self,
+        export: &str,
+        args: &[Value],
+        trace: Option<TraceParent>,
+        hold: H,
+    ) -> Result<CallOutput, Error> {
         let (pool, export, args) = (self.clone(), export.to_owned(), args.to_vec());
         blocking(move |cancel| {
+            let _hold = hold;
             let mut plan = Plan::call(&pool.inner.module, &export, &args)?;
             plan.cancel = Some(cancel);
+            plan.trace = trace;
             let done = pool.inner.execute(plan)?;
             Ok(CallOutput {
                 results: done.results,
@@ -234,10 +258,23 @@ impl WarmPool {
 
     /// [`WarmPool::run_command`] for async callers, on tokio's blocking pool.
     pub async fn run_command_async(&self, input: CommandInput) -> Result<CommandOutput, Error> {
+        self.run_command_async_holding(input, None, ()).await
+    }
+
+    /// [`WarmPool::run_command_async`] under the caller's trace (when given) that keeps
+    /// `hold` until the execution has really ended; see [`Sandbox::call_async_holding`].
+    pub async fn run_command_async_holding<H: Send + 'static>(
+        &self,
+        input: CommandInput,
+        trace: Option<TraceParent>,
+        hold: H,
+    ) -> Result<CommandOutput, Error> {
         let pool = self.clone();
         blocking(move |cancel| {
+            let _hold = hold;
             let mut plan = Plan::command(&pool.inner.module, input)?;
             plan.cancel = Some(cancel);
+            plan.trace = trace;
             let done = pool.inner.execute(plan)?;
             Ok(CommandOutput {
                 stdout: done.stdout,
@@ -260,10 +297,20 @@ impl Drop for Slot<'_> {
         drop(in_use);
         self.0.freed.notify_one();
         self.0.emit(PoolEventKind::Released);
-        // Replace what was used; a failure only means the next execution runs cold.
-        if self.0.available.load(Ordering::Relaxed) < self.0.config.min_ready {
-            let _ = self.0.refill_one();
+        // Replace what was used; a failure only means the next execution runs cold. The
+        // event tells observers the new count: without it, a gauge of ready instances would
+        // stay at what the assignment left until the next execution.
+        if self.0.available.load(Ordering::Relaxed) < self.0.config.min_ready
+            && matches!(self.0.refill_one(), Ok(true))
+        {
+            self.0.emit(PoolEventKind::Refilled);
         }
+    }
+}
+
+impl Drop for PoolInner {
+    fn drop(&mut self) {
+        self.emit(PoolEventKind::Dropped);
     }
 }
 

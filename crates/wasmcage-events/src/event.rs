@@ -361,6 +361,10 @@ pub enum PoolEventKind {
         /// Whether the execution was refused (true) or got a slot after waiting (false).
         refused: bool,
     },
+    /// After an execution, the pool made a new ready instance to stay at `min_ready`.
+    Refilled,
+    /// The pool was dropped (its last handle went away); its ready instances are destroyed.
+    Dropped,
 }
 
 /// A warm pool changed; the gauges are the pool's after the change.

@@ -37,6 +37,7 @@ const MEMORY_BYTES: &[f64] = &[
 /// The built-in families, registered once.
 pub(crate) struct Families {
     pub(crate) executions: IntCounterVec,
+    pub(crate) command_exits: IntCounterVec,
     pub(crate) execution_duration: HistogramVec,
     pub(crate) fuel_consumed: IntCounterVec,
     pub(crate) execution_fuel: HistogramVec,
@@ -66,6 +67,8 @@ pub(crate) struct Families {
     pub(crate) pool_hit_ratio: GaugeVec,
     pub(crate) pool_exhausted: IntCounterVec,
     pub(crate) pool_prewarm_duration: GaugeVec,
+    pub(crate) pools_created: IntCounter,
+    pub(crate) pools_deleted: IntCounter,
     pub(crate) security_violations: IntCounterVec,
     pub(crate) limits_exceeded: IntCounterVec,
     pub(crate) health_status: IntGaugeVec,
@@ -74,6 +77,9 @@ pub(crate) struct Families {
     pub(crate) http_duration: HistogramVec,
     pub(crate) http_in_flight: IntGauge,
     pub(crate) http_errors: IntCounterVec,
+    pub(crate) executions_queued: IntGauge,
+    pub(crate) modules_stored: IntGauge,
+    pub(crate) modules_stored_bytes: IntGauge,
     pub(crate) up: Gauge,
 }
 
@@ -138,6 +144,8 @@ macro_rules! families {
 families! {
     executions: IntCounterVec "wasmcage_executions_total" ["module", "kind", "outcome"] (),
         "Executions finished, by module, execution kind (call or command) and outcome.";
+    command_exits: IntCounterVec "wasmcage_command_exits_total" ["module", "status"] (),
+        "Commands that ended by exiting (outcome `exited`), by module and exit status (`zero` or `nonzero`).";
     execution_duration: HistogramVec "wasmcage_execution_duration_seconds" ["module", "kind"] EXECUTION_SECONDS,
         "Wall-clock time of an execution, instantiation included.";
     fuel_consumed: IntCounterVec "wasmcage_fuel_consumed_total" ["module"] (),
@@ -196,6 +204,10 @@ families! {
         "Times every slot of a warm pool was in use, by action (waited or refused).";
     pool_prewarm_duration: GaugeVec "wasmcage_pool_prewarm_duration_seconds" ["pool"] (),
         "Time the pool's pre-warm took.";
+    pools_created: IntCounter "wasmcage_pools_created_total" [] (),
+        "Warm pools created (and pre-warmed).";
+    pools_deleted: IntCounter "wasmcage_pools_deleted_total" [] (),
+        "Warm pools dropped; their series are removed with them.";
     security_violations: IntCounterVec "wasmcage_security_violations_total" ["kind", "capability", "action"] (),
         "Denied capabilities and exceeded limits, by kind, capability and action taken.";
     limits_exceeded: IntCounterVec "wasmcage_resource_limit_exceeded_total" ["resource"] (),
@@ -212,6 +224,12 @@ families! {
         "HTTP requests being handled now.";
     http_errors: IntCounterVec "wasmcage_http_errors_total" ["route", "code"] (),
         "Error responses by route template and API error code (unauthorized, auth_throttled, rate_limited, busy, ...).";
+    executions_queued: IntGauge "wasmcage_executions_queued" [] (),
+        "Executions waiting for admission (an execution slot or memory budget) now.";
+    modules_stored: IntGauge "wasmcage_modules_stored" [] (),
+        "Modules the service stores (ready or compiling).";
+    modules_stored_bytes: IntGauge "wasmcage_modules_stored_bytes" [] (),
+        "Bytes of module binaries the service stores.";
     up: Gauge "wasmcage_up" [] (),
         "1 while the wasmcage metrics observer is installed.";
 }

@@ -99,6 +99,14 @@ struct ModuleHandles {
     fuel_per_execution: Histogram,
     memory_peak: Histogram,
     memory_limit: IntGauge,
+    /// Commands only: exits with status zero and nonzero.
+    exits: Option<[IntCounter; 2]>,
+}
+
+/// What the metrics know of one warm pool name: its label, and how many live pools share it.
+struct PoolLabel {
+    label: Arc<str>,
+    live: usize,
 }
 
 /// The Prometheus observer. See the crate documentation.
@@ -108,6 +116,8 @@ pub struct Metrics {
     config: MetricsConfig,
     labels: Mutex<HashMap<ModuleHash, Arc<str>>>,
     handles: Mutex<HashMap<(ModuleHash, ExecutionKind), Arc<ModuleHandles>>>,
+    /// Warm pools by name (as the pool reports it), for their bounded labels.
+    pools: Mutex<HashMap<Arc<str>, PoolLabel>>,
     monitor: PerformanceMonitor,
 }
 
@@ -135,6 +145,14 @@ impl Metrics {
             .health_status
             .with_label_values(&["overall"])
             .set(0);
+        // Families with a small fixed label set exist at zero from the first scrape, so that
+        // `rate()` sees their first increase and dashboards over them have a series.
+        for tier in ["memory", "disk"] {
+            families.cache_hits.with_label_values(&[tier]);
+        }
+        for stream in ["stdout", "stderr"] {
+            families.output_truncated.with_label_values(&[stream]);
+        }
         if config.process_collector {
             register_process_collector(&registry)?;
         }
@@ -145,6 +163,7 @@ impl Metrics {
             config,
             labels: Mutex::default(),
             handles: Mutex::default(),
+            pools: Mutex::default(),
         })
     }
 
@@ -210,6 +229,38 @@ impl Metrics {
         self.families.http_in_flight.add(delta);
     }
 
+    /// Moves the gauge of executions waiting for admission by `delta` (+1 when a request
+    /// starts waiting, -1 when it is admitted or gives up).
+    pub fn executions_queued(&self, delta: i64) {
+        self.families.executions_queued.add(delta);
+    }
+
+    /// Sets the gauges of stored modules: how many, and their binaries' bytes.
+    pub fn set_modules_stored(&self, count: u64, bytes: u64) {
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.families.modules_stored.set(gauge(count));
+        self.families.modules_stored_bytes.set(gauge(bytes));
+    }
+
+    /// Gives the module with this content hash the fixed `module` label `label` instead of
+    /// `<name>@<hash>`, and creates its series at zero. For the host's own modules, such as
+    /// the health canary ([`CANARY_MODULE`]): a module's label always contains `@` otherwise,
+    /// so no uploaded module can take a reserved label, and `module!="canary"` excludes
+    /// exactly the canary's executions. Call it before the module is first compiled.
+    pub fn reserve_module_label(&self, hash: ModuleHash, label: &'static str) {
+        debug_assert!(!label.contains('@'), "a reserved label has no `@`");
+        let label: Arc<str> = label.into();
+        let fresh = self
+            .labels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(hash, label.clone())
+            .is_none();
+        if fresh {
+            self.create_module_series(&label);
+        }
+    }
+
     /// The content type of [`Metrics::render`]'s output.
     pub fn content_type(&self) -> &'static str {
         "text/plain; version=0.0.4; charset=utf-8"
@@ -237,15 +288,23 @@ impl Metrics {
     /// are an increase that `rate()` and `increase()` see, not a first sample.
     fn register_module(&self, module: &ModuleInfo) {
         let (label, new) = self.label_of(module);
-        if !new {
-            return;
+        if new {
+            self.create_module_series(&label);
         }
+    }
+
+    fn create_module_series(&self, label: &str) {
         for kind in ["call", "command"] {
             for outcome in OutcomeKind::ALL {
                 self.families
                     .executions
-                    .with_label_values(&[&*label, kind, outcome.as_str()]);
+                    .with_label_values(&[label, kind, outcome.as_str()]);
             }
+        }
+        for status in EXIT_STATUSES {
+            self.families
+                .command_exits
+                .with_label_values(&[label, status]);
         }
     }
 
@@ -272,6 +331,9 @@ impl Metrics {
             fuel_per_execution: f.execution_fuel.with_label_values(&[&*module]),
             memory_peak: f.memory_peak.with_label_values(&[&*module]),
             memory_limit: f.memory_limit.with_label_values(&[&*module]),
+            exits: (report.kind == ExecutionKind::Command).then(|| {
+                EXIT_STATUSES.map(|status| f.command_exits.with_label_values(&[&*module, status]))
+            }),
         });
         self.handles
             .lock()
@@ -288,6 +350,9 @@ impl Metrics {
             .position(|o| *o == outcome)
             .expect("every kind is listed");
         h.outcomes[index].inc();
+        if let (Some(exits), Some(code)) = (&h.exits, report.exit_code) {
+            exits[usize::from(code != 0)].inc();
+        }
         h.duration.observe(report.duration.as_secs_f64());
         if let Some(fuel) = report.fuel_consumed {
             h.fuel.inc_by(fuel);
@@ -320,6 +385,75 @@ impl Metrics {
             report.execution_id.0,
             report.duration,
         );
+    }
+}
+
+/// The `status` label values of `wasmcage_command_exits_total`, indexed by "nonzero".
+const EXIT_STATUSES: [&str; 2] = ["zero", "nonzero"];
+
+impl Metrics {
+    /// The label of a warm pool's series, keeping count of the live pools behind it: a new
+    /// pool creates its counters at zero, and when its last pool is dropped every series of
+    /// the label is removed (and `None` says there is nothing more to record).
+    fn pool_label(&self, name: &Arc<str>, kind: PoolEventKind) -> Option<Arc<str>> {
+        let f = &self.families;
+        let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
+        match kind {
+            PoolEventKind::Prewarmed { .. } => {
+                f.pools_created.inc();
+                if let Some(known) = pools.get_mut(name) {
+                    known.live += 1;
+                    return Some(known.label.clone());
+                }
+                if pools.len() >= self.config.max_module_labels {
+                    return Some(OTHER_MODULE.into());
+                }
+                let label = pool_label(name);
+                for action in ["waited", "refused"] {
+                    f.pool_exhausted.with_label_values(&[&*label, action]);
+                }
+                for result in ["warm", "cold"] {
+                    f.pool_assignments.with_label_values(&[&*label, result]);
+                }
+                pools.insert(
+                    name.clone(),
+                    PoolLabel {
+                        label: label.clone(),
+                        live: 1,
+                    },
+                );
+                Some(label)
+            }
+            PoolEventKind::Dropped => {
+                f.pools_deleted.inc();
+                let known = pools.get_mut(name)?;
+                known.live -= 1;
+                if known.live > 0 {
+                    return None;
+                }
+                let label = pools.remove(name).expect("present").label;
+                let one = [&*label];
+                let _ = f.pool_available.remove_label_values(&one);
+                let _ = f.pool_in_use.remove_label_values(&one);
+                let _ = f.pool_max.remove_label_values(&one);
+                let _ = f.pool_hit_ratio.remove_label_values(&one);
+                let _ = f.pool_prewarm_duration.remove_label_values(&one);
+                let _ = f.pool_assignment_duration.remove_label_values(&one);
+                let _ = f.pool_instantiation_duration.remove_label_values(&one);
+                for result in ["warm", "cold"] {
+                    let _ = f.pool_assignments.remove_label_values(&[&*label, result]);
+                }
+                for action in ["waited", "refused"] {
+                    let _ = f.pool_exhausted.remove_label_values(&[&*label, action]);
+                }
+                None
+            }
+            _ => Some(
+                pools
+                    .get(name)
+                    .map_or_else(|| OTHER_MODULE.into(), |p| p.label.clone()),
+            ),
+        }
     }
 }
 
@@ -382,7 +516,10 @@ impl Observer for Metrics {
                     .set(i64::try_from(e.bytes).unwrap_or(i64::MAX));
             }
             Event::Pool(e) => {
-                let pool = &*e.pool;
+                let Some(label) = self.pool_label(&e.pool, e.kind) else {
+                    return;
+                };
+                let pool = &*label;
                 let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
                 f.pool_available
                     .with_label_values(&[pool])
@@ -448,9 +585,28 @@ fn register_process_collector(_registry: &Registry) -> Result<(), MetricsError> 
 /// then `@` and the short content hash. The name is caller-controlled; the hash keeps two
 /// modules apart when their names collide, and the label stays short whatever was uploaded.
 pub fn module_label(name: &str, hash: &ModuleHash) -> Arc<str> {
-    let mut label: String = name
+    let mut label = sanitized(name, MODULE_LABEL_NAME_CHARS);
+    label.push('@');
+    label.push_str(&hash.short());
+    label.into()
+}
+
+/// The `pool` label of a warm pool named `<module name>@<short hash>`: the same shape and
+/// bound as a module label, whatever the name holds.
+pub fn pool_label(pool: &str) -> Arc<str> {
+    let (name, hash) = pool.rsplit_once('@').unwrap_or((pool, ""));
+    let mut label = sanitized(name, MODULE_LABEL_NAME_CHARS);
+    label.push('@');
+    label.push_str(&sanitized(hash, 12));
+    label.into()
+}
+
+/// At most `max` characters of `text`, each in `[A-Za-z0-9_.-]` (anything else becomes
+/// `_`); `_` for an empty text.
+fn sanitized(text: &str, max: usize) -> String {
+    let mut out: String = text
         .chars()
-        .take(MODULE_LABEL_NAME_CHARS)
+        .take(max)
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
                 c
@@ -459,13 +615,16 @@ pub fn module_label(name: &str, hash: &ModuleHash) -> Arc<str> {
             }
         })
         .collect();
-    if label.is_empty() {
-        label.push('_');
+    if out.is_empty() {
+        out.push('_');
     }
-    label.push('@');
-    label.push_str(&hash.short());
-    label.into()
+    out
 }
+
+/// The `module` label of the health canary's executions (see
+/// [`Metrics::reserve_module_label`]); shipped rules and dashboards leave it out with
+/// `module!="canary"`.
+pub const CANARY_MODULE: &str = "canary";
 
 /// The most characters of a module's name that go into its `module` label.
 pub const MODULE_LABEL_NAME_CHARS: usize = 32;

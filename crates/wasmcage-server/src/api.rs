@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -25,8 +26,8 @@ use wasmcage::health::HealthMonitor;
 use wasmcage::metrics::Metrics;
 use wasmcage::monitoring::{self, Monitoring};
 use wasmcage::{
-    CommandInput, Engine, EngineConfig, Limits, Module, MonitoringConfig, Policy, Profile, Sandbox,
-    Value, Wasmcage,
+    CommandInput, Engine, EngineConfig, Limits, Module, MonitoringConfig, OnExhausted, Policy,
+    PoolConfig, Profile, Sandbox, Value, WarmPool, Wasmcage,
 };
 
 use crate::store::{self, Store};
@@ -111,6 +112,8 @@ impl AuthThrottle {
 /// counted in 64 KiB wasm pages.
 struct Admission {
     config: crate::config::Admission,
+    /// For the gauge of executions waiting for admission.
+    metrics: Arc<Metrics>,
     global: Arc<Semaphore>,
     per_key: Mutex<HashMap<String, Arc<Semaphore>>>,
     memory: Arc<Semaphore>,
@@ -132,11 +135,12 @@ fn pages(bytes: u64) -> u32 {
 }
 
 impl Admission {
-    fn new(config: crate::config::Admission) -> Self {
+    fn new(config: crate::config::Admission, metrics: Arc<Metrics>) -> Self {
         // Semaphores hold at most `Semaphore::MAX_PERMITS`, far above u32::MAX pages.
         let memory_pages = pages(config.memory_budget);
         Admission {
             config,
+            metrics,
             global: Arc::new(Semaphore::new(config.max_executions)),
             per_key: Mutex::default(),
             memory: Arc::new(Semaphore::new(memory_pages as usize)),
@@ -158,6 +162,8 @@ impl Admission {
         // memory limit inside it.
         let want = pages(memory_bytes).min(self.memory_pages);
         let busy = |what: String| ApiError::busy(what, 1);
+        // Counted as queued from here until admitted, refused, or dropped with its request.
+        let _queued = Queued::new(&self.metrics);
         let acquire = async {
             let k = key.clone().acquire_owned().await;
             let g = self.global.clone().acquire_owned().await;
@@ -195,6 +201,31 @@ impl Admission {
             None
         }
     }
+}
+
+/// One execution waiting for admission, in `wasmcage_executions_queued` while it lives.
+struct Queued<'a>(&'a Metrics);
+
+impl<'a> Queued<'a> {
+    fn new(metrics: &'a Metrics) -> Self {
+        metrics.executions_queued(1);
+        Queued(metrics)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.executions_queued(-1);
+    }
+}
+
+/// The warm pools of stored modules, by module id.
+#[derive(Default)]
+struct PoolTable {
+    by_id: HashMap<String, WarmPool>,
+    /// Pools made by `every_module` (not named in the configuration), and reservations for
+    /// ones being made.
+    automatic: usize,
 }
 
 /// A module the service knows: compiling (after an upload or at start), or ready.
@@ -244,8 +275,13 @@ pub(crate) struct State {
     pub(crate) health: Arc<HealthMonitor>,
     metrics: Arc<Metrics>,
     /// Every layer, composed by the facade: the engine, metrics and tracing observers, the
-    /// health monitor with its canary, and the alert engine.
+    /// health monitor with its canary, and the alert engine. Its sandbox is the server's
+    /// default one, which warm pools run under.
     pub(crate) cage: Wasmcage,
+    pools: Mutex<PoolTable>,
+    /// Set when shutdown begins: `/readyz` answers 503 and new `/v1` requests are refused
+    /// while in-flight ones finish.
+    pub(crate) draining: AtomicBool,
 }
 
 impl State {
@@ -278,8 +314,14 @@ impl State {
                 }),
             ..EngineConfig::default()
         };
+        let default_policy =
+            request_policy(&config, None, None, &BTreeMap::new()).map_err(|e| {
+                ServerError::Config(format!("the default sandbox is invalid: {}", e.message))
+            })?;
         let mut builder = Wasmcage::builder()
             .engine(engine_config)
+            // The sandbox of a request that asks for nothing narrower: the one pools use.
+            .policy(default_policy)
             .health(config.health.monitor())
             // The service mounts the monitoring routes on its own listener.
             .monitoring(MonitoringConfig {
@@ -309,7 +351,7 @@ impl State {
                 config: config.auth_throttle,
                 failures: Mutex::default(),
             },
-            admission: Admission::new(config.admission),
+            admission: Admission::new(config.admission, metrics.clone()),
             compiles: Arc::new(Semaphore::new(config.max_concurrent_compiles)),
             compiles_per_key: Mutex::default(),
             parses_per_key: Mutex::default(),
@@ -323,7 +365,93 @@ impl State {
             health,
             metrics,
             cage,
+            pools: Mutex::default(),
+            draining: AtomicBool::new(false),
         })
+    }
+
+    /// Whether shutdown has begun.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Gives a newly stored or loaded module its warm pool, if the configuration names it, or
+    /// if `every_module` has room and the module is small enough. Blocking: the pool's ready
+    /// instances are made here. A pool that cannot be made only means the module runs cold.
+    fn add_pool(&self, id: &str, module: &Module) {
+        let pools = &self.config.pools;
+        let named = pools.named(id);
+        let size = {
+            let mut table = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
+            if table.by_id.contains_key(id) {
+                return;
+            }
+            match named {
+                Some(size) => size,
+                None if table.automatic < pools.every_module
+                    && module.size_bytes() <= pools.max_module_size =>
+                {
+                    table.automatic += 1;
+                    pools.size
+                }
+                None => return,
+            }
+        };
+        let made = self.cage.pool_with(
+            module,
+            PoolConfig {
+                min_ready: size.min_ready,
+                max_in_use: size.max_in_use,
+                on_exhausted: OnExhausted::Wait(self.config.admission.wait),
+            },
+        );
+        let mut table = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
+        match made {
+            Ok(pool) => {
+                table.by_id.insert(id.to_owned(), pool);
+            }
+            Err(e) => {
+                if named.is_none() {
+                    table.automatic -= 1;
+                }
+                drop(table);
+                store::warn(&format!(
+                    "no warm pool for module {id}: {e}; it runs without one"
+                ));
+            }
+        }
+    }
+
+    /// Drops a deleted module's pool; executions still holding it finish first.
+    fn drop_pool(&self, id: &str) {
+        let mut table = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
+        if table.by_id.remove(id).is_some() && self.config.pools.named(id).is_none() {
+            table.automatic -= 1;
+        }
+    }
+
+    /// `id`'s warm pool, if it has one and its sandbox is exactly `policy`: a request whose
+    /// sandbox differs in anything (a narrower profile, a lower limit, an environment) runs
+    /// cold under its own, never under the pool's wider one.
+    fn pool_for(&self, id: &str, policy: &Policy) -> Option<WarmPool> {
+        let table = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
+        let pool = table.by_id.get(id)?;
+        (pool.sandbox().policy() == policy).then(|| pool.clone())
+    }
+
+    /// Publishes the stored-module gauges from the module map.
+    fn publish_stored(&self) {
+        let modules = self.modules.read().expect("module map lock");
+        let bytes = modules
+            .values()
+            .map(|slot| match slot {
+                Slot::Ready(m) => m.size_bytes(),
+                Slot::Compiling { size, .. } => *size,
+            })
+            .sum();
+        let count = modules.len() as u64;
+        drop(modules);
+        self.metrics.set_modules_stored(count, bytes);
     }
 
     /// Re-reads the alert rules file (on `SIGHUP`): a valid file replaces the rules and
@@ -377,6 +505,7 @@ impl State {
                 senders.push((s, tx));
             }
         }
+        self.publish_stored();
         let state = self.clone();
         async move {
             let mut tasks = tokio::task::JoinSet::new();
@@ -391,7 +520,10 @@ impl State {
                     let loaded = tokio::task::spawn_blocking(move || {
                         let bytes = loader.store.verify(&s.id)?;
                         match loader.engine.compile(&s.name, &bytes) {
-                            Ok(module) => Some(module),
+                            Ok(module) => {
+                                loader.add_pool(&s.id, &module);
+                                Some(module)
+                            }
                             Err(e) => {
                                 // Only a file this server wrote can be here, and it compiled
                                 // then; one that no longer does is kept aside, not served.
@@ -426,6 +558,8 @@ impl State {
                         }
                         None => {
                             modules.remove(&id);
+                            drop(modules);
+                            state.publish_stored();
                             let _ = tx.send(Some(Err(unknown_module(&id))));
                         }
                     }
@@ -474,72 +608,8 @@ impl State {
         }
     }
 
-    /// A sandbox under the server's profile or a narrower requested one, with limits no
-    /// higher than the profile's and the server's maxima.
-    fn sandbox(
-        &self,
-        profile: Option<&str>,
-        limits: Option<&RequestLimits>,
-        env: &BTreeMap<String, String>,
-    ) -> Result<Sandbox, ApiError> {
-        let profile = match profile {
-            None => self.config.profile,
-            Some(p) => {
-                let requested = p
-                    .parse::<Profile>()
-                    .map_err(|e| ApiError::bad("bad_profile", e))?;
-                if rank(requested) > rank(self.config.profile) {
-                    return Err(ApiError::new(
-                        StatusCode::FORBIDDEN,
-                        "policy_widening",
-                        format!(
-                            "this server runs the {} profile; a request may choose it or a narrower one (strict < standard < permissive), not {}",
-                            self.config.profile.as_str(),
-                            requested.as_str()
-                        ),
-                    ));
-                }
-                requested
-            }
-        };
-        let base = Policy::profile(profile);
-        let ceiling = lower(&base.limits, &self.config.max_limits);
-        let mut l = ceiling.clone();
-        if let Some(r) = limits {
-            if let Some(fuel) = r.fuel {
-                l.fuel = Some(fuel);
-            }
-            if let Some(m) = &r.memory {
-                l.memory_bytes = size(m)
-                    .map_err(|e| ApiError::bad("bad_limits", format!("limits.memory: {e}")))?;
-            }
-            if let Some(ms) = r.timeout_ms {
-                l.timeout = Duration::from_millis(ms);
-            }
-            if let Some(o) = &r.max_output {
-                let o = size(o)
-                    .map_err(|e| ApiError::bad("bad_limits", format!("limits.max_output: {e}")))?;
-                l.max_stdout_bytes = o;
-                l.max_stderr_bytes = o;
-            }
-        }
-        // A request can lower every limit, and raise none past its profile or the server.
-        let clamped = lower(&l, &ceiling);
-        let mut builder = base.to_builder().limits(clamped);
-        for (key, value) in env {
-            if !self.config.allowed_env.contains(key) {
-                return Err(ApiError::bad(
-                    "env_not_allowed",
-                    format!(
-                        "the server's policy does not allow setting the environment variable {key:?}"
-                    ),
-                ));
-            }
-            builder = builder.env(key, value);
-        }
-        let policy = builder
-            .build()
-            .map_err(|e| ApiError::bad("bad_limits", e.to_string()))?;
+    /// A sandbox under `policy`: a fresh instance per execution.
+    fn sandbox(&self, policy: Policy) -> Result<Sandbox, ApiError> {
         Sandbox::builder(&self.engine)
             .policy(policy)
             .build()
@@ -624,6 +694,75 @@ impl State {
             .or_insert_with(|| Arc::new(Semaphore::new(1)))
             .clone()
     }
+}
+
+/// The policy of a request: the server's profile or a narrower requested one, with limits no
+/// higher than the profile's and the server's maxima. With nothing asked for, it is the
+/// server's default sandbox, the one warm pools run under.
+fn request_policy(
+    config: &ServerConfig,
+    profile: Option<&str>,
+    limits: Option<&RequestLimits>,
+    env: &BTreeMap<String, String>,
+) -> Result<Policy, ApiError> {
+    let profile = match profile {
+        None => config.profile,
+        Some(p) => {
+            let requested = p
+                .parse::<Profile>()
+                .map_err(|e| ApiError::bad("bad_profile", e))?;
+            if rank(requested) > rank(config.profile) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "policy_widening",
+                    format!(
+                        "this server runs the {} profile; a request may choose it or a narrower one (strict < standard < permissive), not {}",
+                        config.profile.as_str(),
+                        requested.as_str()
+                    ),
+                ));
+            }
+            requested
+        }
+    };
+    let base = Policy::profile(profile);
+    let ceiling = lower(&base.limits, &config.max_limits);
+    let mut l = ceiling.clone();
+    if let Some(r) = limits {
+        if let Some(fuel) = r.fuel {
+            l.fuel = Some(fuel);
+        }
+        if let Some(m) = &r.memory {
+            l.memory_bytes =
+                size(m).map_err(|e| ApiError::bad("bad_limits", format!("limits.memory: {e}")))?;
+        }
+        if let Some(ms) = r.timeout_ms {
+            l.timeout = Duration::from_millis(ms);
+        }
+        if let Some(o) = &r.max_output {
+            let o = size(o)
+                .map_err(|e| ApiError::bad("bad_limits", format!("limits.max_output: {e}")))?;
+            l.max_stdout_bytes = o;
+            l.max_stderr_bytes = o;
+        }
+    }
+    // A request can lower every limit, and raise none past its profile or the server.
+    let clamped = lower(&l, &ceiling);
+    let mut builder = base.to_builder().limits(clamped);
+    for (key, value) in env {
+        if !config.allowed_env.contains(key) {
+            return Err(ApiError::bad(
+                "env_not_allowed",
+                format!(
+                    "the server's policy does not allow setting the environment variable {key:?}"
+                ),
+            ));
+        }
+        builder = builder.env(key, value);
+    }
+    builder
+        .build()
+        .map_err(|e| ApiError::bad("bad_limits", e.to_string()))
 }
 
 /// The digest an API key is known by in the store: keys themselves never touch the disk.
@@ -1048,6 +1187,12 @@ async fn guard_monitoring(
         if let Err(refused) = check_key(&state, &request) {
             return refused;
         }
+    } else if path == "/readyz" && state.is_draining() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "draining", "failing": [{"name": "shutdown", "message": "the server is shutting down; requests in flight are finishing"}]})),
+        )
+            .into_response();
     } else if path == "/readyz"
         && let Some(why) = state.admission.full()
     {
@@ -1124,6 +1269,20 @@ async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
+    if state.is_draining() {
+        let mut refused = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the server is shutting down; retry against another instance",
+        )
+        .retry_after(1)
+        .into_response();
+        refused.headers_mut().insert(
+            header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+        return refused;
+    }
     let who = match check_key(&state, &request) {
         Ok(who) => who,
         Err(refused) => return refused,
@@ -1382,10 +1541,12 @@ async fn upload(
             // away cannot leave the module half-known; identical uploads wait for this one.
             let state = state.clone();
             let (id, who, name, binary) = (id.clone(), who.clone(), name.clone(), binary.clone());
+            state.publish_stored();
             tokio::spawn(async move {
                 let result = compile_and_store(&state, &who, &id, &name, binary).await;
                 if result.is_err() {
                     state.modules.write().expect("module map lock").remove(&id);
+                    state.publish_stored();
                     state.refund(&id, size, Some(&who));
                 }
                 let _ = tx.send(Some(result));
@@ -1492,11 +1653,16 @@ async fn compile_and_store(
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?
     .map_err(|e| ApiError::storage("cannot store the module", &e))?;
+    let (pooler, id_, module_) = (state.clone(), id.to_owned(), module.clone());
+    tokio::task::spawn_blocking(move || pooler.add_pool(&id_, &module_))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     state
         .modules
         .write()
         .expect("module map lock")
         .insert(id.to_owned(), Slot::Ready(module));
+    state.publish_stored();
     Ok(())
 }
 
@@ -1570,6 +1736,8 @@ async fn remove(
         }
     }
     state.modules.write().expect("module map lock").remove(&id);
+    state.publish_stored();
+    state.drop_pool(&id);
     state.refund(&id, module.size_bytes(), None);
     let writer = state.clone();
     let hash = module.info().hash;
@@ -1627,7 +1795,8 @@ async fn invoke(
     let Json(req) = body?;
     limited(&state, async {
         let module = state.owned_module(&who, &id)?;
-        let sandbox = state.sandbox(
+        let policy = request_policy(
+            &state.config,
             req.profile.as_deref(),
             req.limits.as_ref(),
             &BTreeMap::new(),
@@ -1676,12 +1845,21 @@ async fn invoke(
         // its client stops the guest, but its slot is free only once the guest has stopped.
         let admitted = state
             .admission
-            .admit(&who, sandbox.limits().memory_bytes)
+            .admit(&who, policy.limits.memory_bytes)
             .await?;
-        let out = sandbox
-            .call_async_holding(&module, &req.export, &args, trace, admitted)
-            .await
-            .map_err(core_error)?;
+        let out = match state.pool_for(&id, &policy) {
+            Some(pool) => {
+                pool.call_async_holding(&req.export, &args, trace, admitted)
+                    .await
+            }
+            None => {
+                state
+                    .sandbox(policy)?
+                    .call_async_holding(&module, &req.export, &args, trace, admitted)
+                    .await
+            }
+        }
+        .map_err(core_error)?;
         let results: Vec<Json_> = out.results.iter().map(to_json).collect();
         Ok(Json(
             json!({"results": results, "report": report_json(&out.report)?}),
@@ -1773,23 +1951,30 @@ async fn run(
             }
             (None, None) => Vec::new(),
         };
-        let sandbox = state.sandbox(req.profile.as_deref(), req.limits.as_ref(), &req.env)?;
+        let policy = request_policy(
+            &state.config,
+            req.profile.as_deref(),
+            req.limits.as_ref(),
+            &req.env,
+        )?;
         let admitted = state
             .admission
-            .admit(&who, sandbox.limits().memory_bytes)
+            .admit(&who, policy.limits.memory_bytes)
             .await?;
-        let out = sandbox
-            .run_command_async_holding(
-                &module,
-                CommandInput {
-                    args: req.args,
-                    stdin: stdin.into(),
-                },
-                trace,
-                admitted,
-            )
-            .await
-            .map_err(core_error)?;
+        let input = CommandInput {
+            args: req.args,
+            stdin: stdin.into(),
+        };
+        let out = match state.pool_for(&id, &policy) {
+            Some(pool) => pool.run_command_async_holding(input, trace, admitted).await,
+            None => {
+                state
+                    .sandbox(policy)?
+                    .run_command_async_holding(&module, input, trace, admitted)
+                    .await
+            }
+        }
+        .map_err(core_error)?;
         // Each stream once, in the encoding the client chose: never both, which would double
         // what a guest's output costs the server to send.
         let encode = |b: &[u8]| match req.output {

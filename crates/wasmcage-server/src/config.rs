@@ -1,6 +1,7 @@
 //! The service's configuration: a TOML file in which every value has a default, so that no
 //! file at all starts a loopback service with the `standard` profile.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -87,6 +88,63 @@ pub struct ServerConfig {
     pub logging: Logging,
     /// Span export (file table `[tracing]`); installed by `wasmcage serve`.
     pub tracing: Tracing,
+    /// Warm pools for stored modules (file table `[pools]`).
+    pub pools: Pools,
+}
+
+/// Warm pools for stored modules: pre-instantiated instances, so that an execution starts
+/// without instantiating. A pool serves only requests whose sandbox is exactly the server's
+/// default (its profile, the `max_limits` ceiling, no environment); any other request runs
+/// cold under its own, narrower sandbox.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Pools {
+    /// Pool every stored module that `modules` does not name, up to this many pools at once
+    /// (default 0: none). A module gets its pool when it is stored or loaded at start, and
+    /// loses it when it is deleted.
+    pub every_module: usize,
+    /// Modules whose binary is larger than this are not pooled by `every_module` (default
+    /// 1 MiB).
+    pub max_module_size: u64,
+    /// The size of the pools `every_module` makes.
+    pub size: PoolSize,
+    /// Pools for these modules, by module id (64 hex digits), whatever their size.
+    pub modules: BTreeMap<String, PoolSize>,
+}
+
+/// How one warm pool is sized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSize {
+    /// Instances kept instantiated and ready (default 2).
+    pub min_ready: usize,
+    /// Executions of the module at once through its pool (default 16); more wait up to
+    /// `admission.wait`, then get a 503 `busy`.
+    pub max_in_use: usize,
+}
+
+impl Default for PoolSize {
+    fn default() -> Self {
+        PoolSize {
+            min_ready: 2,
+            max_in_use: 16,
+        }
+    }
+}
+
+impl Pools {
+    /// The most instances the pools keep ready at once: every named pool's `min_ready` and
+    /// `every_module` pools of `size.min_ready`.
+    pub fn ready_instances(&self) -> usize {
+        self.modules
+            .values()
+            .map(|p| p.min_ready)
+            .sum::<usize>()
+            .saturating_add(self.every_module.saturating_mul(self.size.min_ready))
+    }
+
+    /// The size of `id`'s pool if it gets one by name.
+    pub fn named(&self, id: &str) -> Option<PoolSize> {
+        self.modules.get(id).copied()
+    }
 }
 
 /// How often and how patiently the health checks run.
@@ -210,8 +268,8 @@ pub struct Admission {
 }
 
 impl Admission {
-    /// Instance slots the server's executions may use: the engine's 256 pooling slots less
-    /// a reserve for the health canary's warm pool.
+    /// Instance slots the server's executions and its warm pools' ready instances may use:
+    /// the engine's 256 pooling slots less a reserve for the health canary's warm pool.
     pub const ENGINE_SLOTS: usize = 248;
 }
 
@@ -302,6 +360,10 @@ impl Default for ServerConfig {
             health: Health::default(),
             logging: Logging::default(),
             tracing: Tracing::default(),
+            pools: Pools {
+                max_module_size: 1 << 20,
+                ..Pools::default()
+            },
         }
     }
 }
@@ -349,6 +411,25 @@ struct File {
     health: Option<FileHealth>,
     logging: Option<FileLogging>,
     tracing: Option<FileTracing>,
+    pools: Option<FilePools>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct FilePools {
+    every_module: Option<usize>,
+    max_module_size: Option<String>,
+    min_ready: Option<usize>,
+    max_in_use: Option<usize>,
+    // A table last.
+    modules: Option<BTreeMap<String, FilePoolSize>>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct FilePoolSize {
+    min_ready: Option<usize>,
+    max_in_use: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -513,8 +594,10 @@ impl ServerConfig {
                 c.auth_throttle.window = duration("auth_throttle.window", &v)?;
             }
         }
+        let mut max_executions_set = false;
         if let Some(a) = file.admission {
             if let Some(v) = a.max_executions {
+                max_executions_set = true;
                 c.admission.max_executions = v;
                 // The per-key default follows the global bound unless it is set too.
                 c.admission.max_executions_per_key = (v / 4).max(1);
@@ -604,9 +687,54 @@ impl ServerConfig {
                 c.tracing.environment = v;
             }
         }
+        if let Some(p) = file.pools {
+            if let Some(v) = p.every_module {
+                c.pools.every_module = v;
+            }
+            if let Some(v) = p.max_module_size {
+                c.pools.max_module_size =
+                    parse_size(&v).map_err(|e| bad("pools.max_module_size", e))?;
+            }
+            if let Some(v) = p.min_ready {
+                c.pools.size.min_ready = v;
+            }
+            if let Some(v) = p.max_in_use {
+                c.pools.size.max_in_use = v;
+            }
+            for (id, size) in p.modules.unwrap_or_default() {
+                let default = c.pools.size;
+                c.pools.modules.insert(
+                    id,
+                    PoolSize {
+                        min_ready: size.min_ready.unwrap_or(default.min_ready),
+                        max_in_use: size.max_in_use.unwrap_or(default.max_in_use),
+                    },
+                );
+            }
+        }
+        // The default number of executions leaves room for the pools' ready instances.
+        if !max_executions_set && c.pools.ready_instances() > 0 {
+            let room = Admission::ENGINE_SLOTS
+                .saturating_sub(c.pools.ready_instances().saturating_mul(c.slots_each()))
+                / c.slots_each();
+            c.admission.max_executions = c.admission.max_executions.min(room.max(1));
+            c.admission.max_executions_per_key = c
+                .admission
+                .max_executions_per_key
+                .min(c.admission.max_executions);
+        }
         c.add_env_keys()?;
         c.validate()?;
         Ok(c)
+    }
+
+    /// Pooling slots (memories, tables, instances) one execution may hold.
+    fn slots_each(&self) -> usize {
+        self.max_limits
+            .memories
+            .max(self.max_limits.tables)
+            .max(self.max_limits.instances)
+            .max(1) as usize
     }
 
     /// Reads and validates the alert rules file, if one is configured; with no outbox of its
@@ -666,23 +794,60 @@ impl ServerConfig {
             return Err(bad("auth_throttle.max_failures", "must be at least 1"));
         }
         let a = &self.admission;
-        // Every execution may hold up to this many pooling slots (memories or tables).
-        let slots_each = self
-            .max_limits
-            .memories
-            .max(self.max_limits.tables)
-            .max(self.max_limits.instances)
-            .max(1) as usize;
-        if a.max_executions == 0
-            || a.max_executions.saturating_mul(slots_each) > Admission::ENGINE_SLOTS
-        {
+        // Every execution, and every ready instance of a warm pool, may hold up to this many
+        // pooling slots (memories or tables).
+        let slots_each = self.slots_each();
+        let ready = self.pools.ready_instances();
+        let room = Admission::ENGINE_SLOTS.saturating_sub(ready.saturating_mul(slots_each));
+        if a.max_executions == 0 || a.max_executions.saturating_mul(slots_each) > room {
             return Err(bad(
                 "admission.max_executions",
                 format!(
-                    "{} is out of range; use 1 to {} (the engine has {} instance slots for executions, and each may use {slots_each})",
+                    "{} is out of range; use 1 to {} (the engine has {} instance slots for executions and the warm pools' {ready} ready instances, and each may use {slots_each})",
                     a.max_executions,
-                    Admission::ENGINE_SLOTS / slots_each,
+                    room / slots_each,
                     Admission::ENGINE_SLOTS
+                ),
+            ));
+        }
+        // The size of `every_module` pools matters only when there are some.
+        let every = (self.pools.every_module > 0).then_some(("pools".to_owned(), self.pools.size));
+        let sizes = every.into_iter().chain(
+            self.pools
+                .modules
+                .iter()
+                .map(|(id, size)| (format!("pools.modules.{id}"), *size)),
+        );
+        for (key, size) in sizes {
+            if size.max_in_use == 0 || size.max_in_use > a.max_executions {
+                return Err(bad(
+                    &format!("{key}.max_in_use"),
+                    format!(
+                        "{} is out of range; use 1 to admission.max_executions ({})",
+                        size.max_in_use, a.max_executions
+                    ),
+                ));
+            }
+            if size.min_ready > size.max_in_use {
+                return Err(bad(
+                    &format!("{key}.min_ready"),
+                    format!(
+                        "{} is more than max_in_use ({})",
+                        size.min_ready, size.max_in_use
+                    ),
+                ));
+            }
+        }
+        if let Some(id) = self
+            .pools
+            .modules
+            .keys()
+            .find(|id| !crate::store::is_id(id))
+        {
+            return Err(bad(
+                "pools.modules",
+                format!(
+                    "{id:?} is not a module id; use the 64 hex digits POST /v1/modules answered with"
                 ),
             ));
         }
@@ -851,6 +1016,27 @@ impl ServerConfig {
                 otlp_endpoint: self.tracing.otlp_endpoint.clone(),
                 service_name: Some(self.tracing.service_name.clone()),
                 environment: Some(self.tracing.environment.clone()),
+            }),
+            pools: Some(FilePools {
+                every_module: Some(self.pools.every_module),
+                max_module_size: Some(self.pools.max_module_size.to_string()),
+                min_ready: Some(self.pools.size.min_ready),
+                max_in_use: Some(self.pools.size.max_in_use),
+                modules: Some(
+                    self.pools
+                        .modules
+                        .iter()
+                        .map(|(id, size)| {
+                            (
+                                id.clone(),
+                                FilePoolSize {
+                                    min_ready: Some(size.min_ready),
+                                    max_in_use: Some(size.max_in_use),
+                                },
+                            )
+                        })
+                        .collect(),
+                ),
             }),
             max_limits: Some(FileLimits {
                 memory: Some(self.max_limits.memory_bytes.to_string()),

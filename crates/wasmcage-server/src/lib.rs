@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use config::{
-    Admission, AuthThrottle, Health, Logging, Quota, RateLimit, ServerConfig, Tracing,
+    Admission, AuthThrottle, Health, Logging, PoolSize, Pools, Quota, RateLimit, ServerConfig,
+    Tracing,
 };
 
 /// An error starting or configuring the service.
@@ -95,8 +96,11 @@ impl Server {
             .expect("a bound listener has an address")
     }
 
-    /// Serves until `shutdown` completes, then stops accepting and lets in-flight requests
-    /// (and their executions) finish for at most `shutdown_timeout`, and returns.
+    /// Serves until `shutdown` completes, then drains: requests in flight (and their
+    /// executions) may finish for at most `shutdown_timeout`, and returns. While it drains the
+    /// listener stays open, so that a load balancer's probe sees `/readyz` answer 503
+    /// `draining`; a new `/v1` request is answered 503 `shutting_down`, and each new
+    /// connection carries one request only.
     ///
     /// Each connection is served by hyper directly (not `axum::serve`) so that a client must
     /// send its request headers within `header_read_timeout` (which also bounds an idle
@@ -139,14 +143,10 @@ impl Server {
                             continue;
                         }
                     };
-                    let app = self.app.clone();
-                    let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-                        request
-                            .extensions_mut()
-                            .insert(axum::extract::ConnectInfo(remote));
-                        tower_service::Service::call(&mut app.clone(), request.map(axum::body::Body::new))
-                    });
-                    let connection = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    let connection = http.serve_connection(
+                        hyper_util::rt::TokioIo::new(stream),
+                        service(&self.app, remote),
+                    );
                     let mut close = close.clone();
                     connections.spawn(async move {
                         let mut connection = std::pin::pin!(connection);
@@ -162,18 +162,67 @@ impl Server {
                 }
             }
         }
-        drop(self.listener);
+        self.state
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = closing.send(true);
-        let drained = async { while connections.join_next().await.is_some() {} };
-        if tokio::time::timeout(config.shutdown_timeout, drained)
-            .await
-            .is_err()
-        {
-            // Past the deadline: whatever is still open is dropped, its handlers with it.
-            connections.abort_all();
+        // Connections made while draining: one request each (probes, or a 503), never
+        // waited for.
+        let mut late = tokio::task::JoinSet::new();
+        http.keep_alive(false);
+        let deadline = tokio::time::sleep(config.shutdown_timeout);
+        let mut deadline = std::pin::pin!(deadline);
+        loop {
+            tokio::select! {
+                () = &mut deadline => {
+                    // Past the deadline: whatever is still open is dropped, its handlers
+                    // with it.
+                    connections.abort_all();
+                    break;
+                }
+                joined = connections.join_next() => {
+                    if joined.is_none() {
+                        break;
+                    }
+                }
+                Some(_) = late.join_next(), if !late.is_empty() => {}
+                accepted = self.listener.accept() => {
+                    if let Ok((stream, remote)) = accepted {
+                        late.spawn(http.serve_connection(
+                            hyper_util::rt::TokioIo::new(stream),
+                            service(&self.app, remote),
+                        ));
+                    }
+                }
+            }
         }
+        drop(self.listener);
+        late.abort_all();
         Ok(())
     }
+}
+
+/// The router as a hyper service for one connection from `remote`.
+fn service(
+    app: &axum::Router,
+    remote: SocketAddr,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>>
+             + Send
+             + 'static,
+> + Clone
++ Send
++ 'static {
+    let app = app.clone();
+    hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(remote));
+        tower_service::Service::call(&mut app.clone(), request.map(axum::body::Body::new))
+    })
 }
 
 /// Completes on SIGTERM or Ctrl-C: the signal for a graceful shutdown.

@@ -12,7 +12,7 @@ use wasmcage_metrics::{Metrics, MetricsConfig};
 use wasmcage_tracing::{LogFormat, OtlpConfig, TracingConfig, TracingGuard, TracingObserver};
 
 use crate::alerting::{self, Alerting};
-use crate::health_checks::CanaryCheck;
+use crate::health_checks::{CANARY_WAT, CanaryCheck};
 use crate::monitoring::{Monitoring, MonitoringServer};
 use crate::{Error, Policy};
 
@@ -140,6 +140,12 @@ impl WasmcageBuilder {
         let engine = Engine::with_observer(self.engine, observers.clone())?;
         let sandbox = Sandbox::builder(&engine).policy(self.policy).build()?;
 
+        // The canary's executions are labelled `module="canary"`, a label no uploaded
+        // module can have, so that rules and dashboards can leave them out of user traffic.
+        metrics.reserve_module_label(
+            wasmcage_core::module_hash(CANARY_WAT.as_bytes())?,
+            wasmcage_metrics::CANARY_MODULE,
+        );
         let health = Arc::new(HealthMonitor::with_observer(self.health, observers));
         health.register(Arc::new(CanaryCheck::new(
             &engine,
@@ -268,7 +274,12 @@ impl Wasmcage {
 
     /// A warm pool of `module` under the configured policy and pool sizes.
     pub fn pool(&self, module: &Module) -> Result<WarmPool, Error> {
-        WarmPool::new(&self.sandbox, module, self.pool.clone())
+        self.pool_with(module, self.pool.clone())
+    }
+
+    /// A warm pool of `module` under the configured policy, sized by `config`.
+    pub fn pool_with(&self, module: &Module, config: PoolConfig) -> Result<WarmPool, Error> {
+        WarmPool::new(&self.sandbox, module, config)
     }
 
     /// The engine.
