@@ -1,7 +1,9 @@
 //! `wasmcage run` and `wasmcage serve` driven as a user (or an attacker) would drive them: a
 //! real process, real files, real stdin, real TCP.
 
+mod dashboard;
 mod monitored;
+mod pools;
 mod serve_hostile;
 mod stdin;
 

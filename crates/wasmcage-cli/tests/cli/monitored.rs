@@ -95,7 +95,7 @@ fn serve_one(stream: TcpStream, status: &AtomicU16, seen: &Mutex<Vec<Received>>)
 }
 
 /// A real Prometheus scraping `target` every second.
-struct Prometheus {
+pub(crate) struct Prometheus {
     child: Child,
     addr: String,
     _dir: tempfile::TempDir,
@@ -109,7 +109,7 @@ impl Drop for Prometheus {
 }
 
 impl Prometheus {
-    fn start(target: &str) -> Prometheus {
+    pub(crate) fn start(target: &str) -> Prometheus {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("prometheus.yml");
         std::fs::write(
@@ -144,25 +144,24 @@ impl Prometheus {
     }
 
     /// The value of an instant query's first sample, once it has one.
-    fn query(&self, query: &str) -> Option<f64> {
-        let path = format!("/api/v1/query?query={}", encode(query));
+    pub(crate) fn query(&self, query: &str) -> Option<f64> {
+        let json = self.api(&format!("/api/v1/query?query={}", encode(query)))?;
+        json["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+
+    /// The JSON answer of an HTTP API path, whatever its status.
+    pub(crate) fn api(&self, path: &str) -> Option<Value> {
         let mut stream = TcpStream::connect(&self.addr).ok()?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n\r\n",
-            self.addr
-        )
-        .ok()?;
+        write!(stream, "GET {path} HTTP/1.0\r\nhost: {}\r\n\r\n", self.addr).ok()?;
         let mut raw = String::new();
         stream.read_to_string(&mut raw).ok()?;
         let body = &raw[raw.find("\r\n\r\n")? + 4..];
         let body = &body[body.find('{')?..body.rfind('}')? + 1];
-        let json: Value = serde_json::from_str(body).ok()?;
-        json["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+        serde_json::from_str(body).ok()
     }
 }
 
-fn encode(value: &str) -> String {
+pub(crate) fn encode(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {

@@ -25,7 +25,7 @@ pub(crate) const BOUND: Duration = Duration::from_secs(60);
 pub(crate) const ADD: &str = r#"(module (func (export "add") (param i32 i32) (result i32) (i32.add (local.get 0) (local.get 1))))"#;
 
 /// A command that sleeps (without using CPU) for 20 s in `poll_oneoff`.
-const SLEEPER: &str = r#"(module
+pub(crate) const SLEEPER: &str = r#"(module
   (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
   (memory (export "memory") 1)
   (func (export "_start")
@@ -54,6 +54,10 @@ pub(crate) struct Answer {
 impl Answer {
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub(crate) fn body_bytes(&self) -> Vec<u8> {
+        self.body.clone()
     }
 
     pub(crate) fn json(&self) -> Value {
@@ -173,7 +177,7 @@ pub(crate) fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) ->
 /// A running `wasmcage serve` with its own data directory, listening on a port the kernel
 /// chose (read from the line the server prints when it listens).
 pub(crate) struct Serve {
-    child: Child,
+    pub(crate) child: Child,
     pub(crate) addr: String,
     config: PathBuf,
     data: PathBuf,
@@ -207,7 +211,7 @@ impl Serve {
     }
 
     /// `kill -9`, then a new server on the same configuration and data directory.
-    fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.kill_9();
         self.respawn();
     }
@@ -238,7 +242,7 @@ impl Serve {
         self.send("POST", path, Some(KEY), body.to_string().as_bytes())
     }
 
-    fn upload_as(&self, key: &str, name: &str, module: &[u8]) -> Answer {
+    pub(crate) fn upload_as(&self, key: &str, name: &str, module: &[u8]) -> Answer {
         self.send(
             "POST",
             &format!("/v1/modules?name={}", encode(name)),
@@ -254,7 +258,7 @@ impl Serve {
         answer.json()["id"].as_str().unwrap().to_owned()
     }
 
-    fn run(&self, id: &str, body: Value) -> Answer {
+    pub(crate) fn run(&self, id: &str, body: Value) -> Answer {
         self.post(&format!("/v1/modules/{id}/run"), &body)
     }
 
@@ -280,7 +284,7 @@ impl Serve {
     }
 
     /// Opens a connection, sends a whole request, and leaves it waiting for its answer.
-    fn hold(&self, method: &str, path: &str, body: &Value) -> TcpStream {
+    pub(crate) fn hold(&self, method: &str, path: &str, body: &Value) -> TcpStream {
         let mut stream = TcpStream::connect(&self.addr).unwrap();
         stream
             .write_all(&request(
