@@ -370,7 +370,9 @@ pub enum PoolEventKind {
 /// A warm pool changed; the gauges are the pool's after the change.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolEvent {
-    /// The pool's name: its module's name and short hash (bounded, fit for a label).
+    /// The pool's name: its module's name and short hash. The name is whatever the module
+    /// was offered under: an observer that uses it as a label must bound it (as
+    /// `wasmcage-metrics` does).
     pub pool: Arc<str>,
     /// What happened.
     pub kind: PoolEventKind,

@@ -36,7 +36,7 @@ pub fn document() -> Value {
         "408": error_response("body_timeout: the request body did not arrive within the server's body read timeout."),
         "413": error_response("body_too_large: the body is larger than the server allows; stdin_too_large: stdin is larger than max_stdin."),
         "429": error_response("rate_limited: too many requests for this API key; auth_throttled: too many failed authentications from this address; busy (uploads): this key is already compiling. See Retry-After."),
-        "503": error_response("busy: no execution or compile capacity free; module_compiling: the module is still being compiled after a restart. See Retry-After."),
+        "503": error_response("busy: no execution or compile capacity free; module_compiling: the module is still being compiled after a restart; shutting_down: the server is draining after SIGTERM. See Retry-After."),
         "504": error_response("The request took longer than the server allows."),
     });
     let with_errors = |ok: Value| {
