@@ -123,8 +123,19 @@ async fn the_builder_composes_every_layer() {
         .unwrap();
     assert_eq!(status, 200);
     assert!(body.contains("\"canary\""), "{body}");
-    // The canary's executions went through the composed observers into the registry.
-    assert!(cage.metrics().render().contains(r#"module="canary.wat@"#));
+    // The canary's executions went through the composed observers into the registry, under
+    // the reserved label `canary` (no uploaded module can have it), not `canary.wat@<hash>`.
+    let rendered = cage.metrics().render();
+    let canary = rendered
+        .lines()
+        .find(|l| {
+            l.starts_with(
+                r#"wasmcage_executions_total{kind="call",module="canary",outcome="completed"}"#,
+            )
+        })
+        .unwrap_or_else(|| panic!("no canary executions in {rendered}"));
+    assert!(!canary.ends_with(" 0"), "{canary}");
+    assert!(!rendered.contains(r#"wasmcage_executions_total{kind="call",module="canary.wat@"#));
 
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[[rules]]\nname = \"X\"\nseverity = \"loud\"\nchannels = []\n[rules.condition]\ntype = \"health_failures\"\ncheck = \"c\"\nconsecutive = 1\n").unwrap();

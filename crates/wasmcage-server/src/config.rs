@@ -1074,6 +1074,46 @@ mod tests {
     }
 
     #[test]
+    fn pools_fit_the_engines_slots_with_the_executions() {
+        let id = "ab".repeat(32);
+        // The default number of executions shrinks to leave room for the ready instances.
+        let c = ServerConfig::from_toml(&format!(
+            "[pools]\nevery_module = 100\nmin_ready = 2\nmax_in_use = 8\n[pools.modules.{id}]\nmin_ready = 8\n"
+        ))
+        .unwrap();
+        assert_eq!(c.pools.ready_instances(), 208);
+        assert!(c.admission.max_executions + 208 <= Admission::ENGINE_SLOTS);
+        assert_eq!(c.pools.named(&id).unwrap().max_in_use, 8);
+        // Printed and read back, the same configuration.
+        assert_eq!(ServerConfig::from_toml(&c.to_toml()).unwrap(), c);
+        // Set explicitly, executions and ready instances must fit together.
+        let err = ServerConfig::from_toml(
+            "[admission]\nmax_executions = 240\n[pools]\nevery_module = 5\nmin_ready = 2\nmax_in_use = 8\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("admission.max_executions") && err.contains("10 ready"),
+            "{err}"
+        );
+        for (pools, says) in [
+            (
+                "every_module = 1\nmin_ready = 9\nmax_in_use = 8",
+                "pools.min_ready",
+            ),
+            ("every_module = 1\nmax_in_use = 0", "pools.max_in_use"),
+            ("[pools.modules.nope]\nmin_ready = 1", "not a module id"),
+        ] {
+            let err = ServerConfig::from_toml(&format!("[pools]\n{pools}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{pools}: {err}");
+        }
+        // Without `every_module` its sizes do not matter, so a small server stays valid.
+        ServerConfig::from_toml("[admission]\nmax_executions = 4\n").unwrap();
+    }
+
+    #[test]
     fn environment_keys_are_checked_like_file_keys() {
         let key = "0123456789abcdef";
         assert_eq!(env_keys("").unwrap(), Vec::<String>::new());
