@@ -226,6 +226,60 @@ fn error_rate_uses_counter_growth_within_the_window_not_totals() {
 }
 
 #[test]
+fn error_rate_counts_nonzero_exits_and_leaves_out_the_canary() {
+    let condition = Condition::ErrorRate {
+        window: Duration::from_secs(300),
+        percent: 5.0,
+        for_: Duration::ZERO,
+    };
+    let check = |user_exits: (f64, f64), canary: (f64, f64)| {
+        let (engine, values, clock) = setup(config(condition.clone(), None, None));
+        let set = |scale: f64| {
+            let (zero, nonzero) = user_exits;
+            let (completed, trapped) = canary;
+            let m = "wasmcage_executions_total";
+            values.set(
+                m,
+                &[("module", "cmd@1"), ("outcome", "exited")],
+                scale * (zero + nonzero),
+            );
+            let exits = "wasmcage_command_exits_total";
+            values.set(
+                exits,
+                &[("module", "cmd@1"), ("status", "zero")],
+                scale * zero,
+            );
+            values.set(
+                exits,
+                &[("module", "cmd@1"), ("status", "nonzero")],
+                scale * nonzero,
+            );
+            values.set(
+                m,
+                &[("module", "canary"), ("outcome", "completed")],
+                scale * completed,
+            );
+            values.set(
+                m,
+                &[("module", "canary"), ("outcome", "trap")],
+                scale * trapped,
+            );
+        };
+        set(0.0);
+        engine.evaluate();
+        clock.advance(Duration::from_secs(60));
+        set(1.0);
+        engine.evaluate().first().map(|n| n.value)
+    };
+    // 10 of 100 commands exited nonzero: 10 %, though no execution trapped.
+    assert_eq!(check((90.0, 10.0), (0.0, 0.0)), Some(10.0));
+    // Healthy users and a failing canary: the canary has its own rule, not this one.
+    assert_eq!(check((100.0, 0.0), (10.0, 90.0)), None);
+    // The canary's successes do not dilute the users' failures either.
+    assert_eq!(check((90.0, 10.0), (10_000.0, 0.0)), Some(10.0));
+}
+
+#[test]
 fn consecutive_health_failures_fire_and_recovery_resolves() {
     let condition = Condition::HealthFailures {
         check: "canary".into(),
