@@ -281,6 +281,13 @@ impl State {
         let mut builder = Wasmcage::builder()
             .engine(engine_config)
             .health(config.health.monitor())
+            .memory_limit(config.health.memory_limit.bytes())
+            .health_check(Arc::new(wasmcage::health::DirectoryCheck::new(
+                "disk",
+                config.data_dir.clone(),
+                config.health.min_free_disk,
+                false,
+            )))
             // The service mounts the monitoring routes on its own listener.
             .monitoring(MonitoringConfig {
                 metrics_addr: None,

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use config::{
-    Admission, AuthThrottle, Health, Logging, Quota, RateLimit, ServerConfig, Tracing,
+    Admission, AuthThrottle, Health, Logging, MemoryLimit, Quota, RateLimit, ServerConfig, Tracing,
 };
 
 /// An error starting or configuring the service.

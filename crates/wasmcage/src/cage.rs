@@ -72,14 +72,32 @@ pub enum StartError {
 }
 
 /// Builds a [`Wasmcage`].
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct WasmcageBuilder {
     engine: EngineConfig,
     policy: Policy,
     pool: PoolConfig,
     monitoring: MonitoringConfig,
     health: HealthConfig,
+    memory_limit: Option<u64>,
+    checks: Vec<Arc<dyn wasmcage_health::HealthCheck>>,
     alerts: Option<wasmcage_alert::AlertConfig>,
+}
+
+impl std::fmt::Debug for WasmcageBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmcageBuilder")
+            .field("engine", &self.engine)
+            .field("policy", &self.policy)
+            .field("monitoring", &self.monitoring)
+            .field("health", &self.health)
+            .field("memory_limit", &self.memory_limit)
+            .field(
+                "checks",
+                &self.checks.iter().map(|c| c.name()).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 impl WasmcageBuilder {
@@ -110,6 +128,19 @@ impl WasmcageBuilder {
     /// How often and how patiently the health checks run.
     pub fn health(mut self, health: HealthConfig) -> Self {
         self.health = health;
+        self
+    }
+
+    /// The resident memory past which the `memory` health check fails (default 16 GiB).
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = Some(bytes);
+        self
+    }
+
+    /// Another health check for the monitor, beside the canary and the memory check (for
+    /// example a [`wasmcage_health::DirectoryCheck`] on a data directory).
+    pub fn health_check(mut self, check: Arc<dyn wasmcage_health::HealthCheck>) -> Self {
+        self.checks.push(check);
         self
     }
 
@@ -149,7 +180,13 @@ impl WasmcageBuilder {
                 ..PoolConfig::default()
             },
         )?));
-        health.register(Arc::new(ProcessMemoryCheck::new(16 << 30, false)));
+        health.register(Arc::new(ProcessMemoryCheck::new(
+            self.memory_limit.unwrap_or(16 << 30),
+            false,
+        )));
+        for check in self.checks {
+            health.register(check);
+        }
         health.run_once().await;
         let health_task = health.clone().spawn();
 
