@@ -147,6 +147,16 @@ fn ci() -> Result<()> {
         "-D",
         "warnings",
     ])?;
+    // The facade's features are additive: with any one of them alone (or none), `Wasmcage`
+    // still composes what is there, and nothing warns.
+    for feature in ["", "metrics", "tracing", "health", "alert", "monitoring"] {
+        let mut args = vec!["clippy", "-p", "wasmcage", "--no-default-features"];
+        if !feature.is_empty() {
+            args.extend(["--features", feature]);
+        }
+        args.extend(["--", "-D", "warnings"]);
+        cargo(&args)?;
+    }
     // --all-targets builds and runs the benchmarks once each in criterion's test mode, so a
     // benchmark that no longer compiles or panics fails CI without timing anything.
     cargo(&["test", "--workspace", "--all-targets"])?;

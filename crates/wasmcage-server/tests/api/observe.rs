@@ -252,7 +252,12 @@ async fn the_health_checks_cover_memory_and_the_data_directory() {
     assert_eq!(check("canary")["passed"], true);
     s.shut_down().await;
 
-    for (value, ok) in [("90%", true), ("2GiB", true), ("0%", false), ("150%", false)] {
+    for (value, ok) in [
+        ("90%", true),
+        ("2GiB", true),
+        ("0%", false),
+        ("150%", false),
+    ] {
         let parsed = wasmcage_server::ServerConfig::from_toml(&format!(
             "[health]\nmemory_limit = \"{value}\"\n"
         ));
