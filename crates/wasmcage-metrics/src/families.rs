@@ -74,6 +74,7 @@ pub(crate) struct Families {
     pub(crate) http_duration: HistogramVec,
     pub(crate) http_in_flight: IntGauge,
     pub(crate) http_errors: IntCounterVec,
+    pub(crate) performance_anomalies: IntGaugeVec,
     pub(crate) up: Gauge,
 }
 
@@ -212,6 +213,8 @@ families! {
         "HTTP requests being handled now.";
     http_errors: IntCounterVec "wasmcage_http_errors_total" ["route", "code"] (),
         "Error responses by route template and API error code (unauthorized, auth_throttled, rate_limited, busy, ...).";
+    performance_anomalies: IntGaugeVec "wasmcage_performance_anomalies" ["kind"] (),
+        "Exports that look anomalous now in the performance monitor, by kind (slow_p95, high_variance); refreshed at each scrape.";
     up: Gauge "wasmcage_up" [] (),
         "1 while the wasmcage metrics observer is installed.";
 }
