@@ -97,7 +97,13 @@ pub fn run(args: &[String]) -> Result<()> {
     }
 
     let rss_before = rss_kib(server.0.id())?;
-    let invoked = drive(&dir, addr, &invoke, r#"{"export":"add","args":[2,3]}"#, duration)?;
+    let invoked = drive(
+        &dir,
+        addr,
+        &invoke,
+        r#"{"export":"add","args":[2,3]}"#,
+        duration,
+    )?;
     let ran = drive(&dir, addr, &run, "{}", duration)?;
     let rss_after = rss_kib(server.0.id())?;
     drop(server);
@@ -109,7 +115,9 @@ pub fn run(args: &[String]) -> Result<()> {
             .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_owned()))
             .unwrap_or_else(|| "?".into())
     };
-    println!("\n| measure | invoke (export `add`) | run (WASI command printing one line) |\n|---|---|---|");
+    println!(
+        "\n| measure | invoke (export `add`) | run (WASI command printing one line) |\n|---|---|---|"
+    );
     for (name, prefix) in [
         ("requests/s", "Requests/sec:"),
         ("p50 latency", "50%"),
