@@ -474,3 +474,44 @@ async fn a_real_prometheus_scrapes_the_series() {
     .await
     .unwrap();
 }
+
+#[test]
+fn the_performance_monitors_anomalies_are_metrics_so_rules_can_alert_on_them() {
+    let (engine, metrics) = metered_engine(MetricsConfig {
+        monitor: wasmcage::metrics::MonitorConfig {
+            // Every execution is "slow": the anomaly is certain, not a matter of timing.
+            slow_p95: Duration::ZERO,
+            min_samples: 3,
+            ..wasmcage::metrics::MonitorConfig::default()
+        },
+        ..MetricsConfig::default()
+    });
+    let sandbox = Sandbox::builder(&engine).limits(tight()).build().unwrap();
+    let module = engine
+        .compile("slow.wat", br#"(module (func (export "f")))"#)
+        .unwrap();
+    let anomalies = |m: &Metrics| {
+        value(
+            &parse(&m.render()),
+            "wasmcage_performance_anomalies",
+            &[("kind", "slow_p95")],
+        )
+    };
+    assert_eq!(
+        anomalies(&metrics),
+        Some(0.0),
+        "exported before any execution"
+    );
+    for _ in 0..3 {
+        sandbox.call(&module, "f", &[]).unwrap();
+    }
+    assert_eq!(anomalies(&metrics), Some(1.0));
+    assert_eq!(
+        value(
+            &parse(&metrics.render()),
+            "wasmcage_performance_anomalies",
+            &[("kind", "high_variance")]
+        ),
+        Some(0.0)
+    );
+}

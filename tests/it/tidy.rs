@@ -76,3 +76,36 @@ fn observability_crates_never_depend_on_each_other_or_on_core() {
         }
     }
 }
+
+/// The service and the CLI get their engine, observers, health monitor and alert engine from
+/// the facade (`Wasmcage::builder()`); none of them is built a second way beside it.
+#[test]
+fn only_the_facade_composes_layers() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let composing = [
+        "Engine::with_observer",
+        "FanOut::new",
+        "HealthMonitor::new",
+        "HealthMonitor::with_observer",
+        "Metrics::new",
+        "Metrics::with_registry",
+        "TracingObserver::new",
+        "AlertEngine::new",
+        "Dispatcher::start",
+        "Alerting::start",
+        "CanaryCheck::new",
+    ];
+    for dir in ["crates/wasmcage-server/src", "crates/wasmcage-cli/src"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            for call in composing {
+                assert!(
+                    !text.contains(call),
+                    "{} calls {call}: compose through the facade (Wasmcage::builder)",
+                    path.display()
+                );
+            }
+        }
+    }
+}

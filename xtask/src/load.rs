@@ -1,6 +1,7 @@
-//! `cargo xtask load [DURATION]`: drives `invoke` of a tiny export on a release build of
-//! `wasmcage serve` with `wrk` (64 connections, 30 s by default) and prints throughput,
-//! latency percentiles and the server's resident memory before and after.
+//! `cargo xtask load [DURATION]`: drives `invoke` of a tiny export and `run` of a tiny WASI
+//! command on a release build of `wasmcage serve` with `wrk` (64 connections, 30 s each by
+//! default) and prints throughput, latency percentiles, their ratio and the server's resident
+//! memory before and after.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -12,6 +13,15 @@ use anyhow::{Context, Result, bail};
 use crate::{cargo, root};
 
 const ADD: &str = r#"(module (func (export "add") (param i32 i32) (result i32) (i32.add (local.get 0) (local.get 1))))"#;
+
+/// A WASI command that prints `hello` and exits, run under the server's default profile.
+const HELLO: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 100) "hello\n")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 100)) (i32.store (i32.const 4) (i32.const 6))
+    (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
 
 /// Kills the server when the load run ends, however it ends.
 struct Serving(Child);
@@ -72,14 +82,87 @@ pub fn run(args: &[String]) -> Result<()> {
     if status != 200 || !body.contains("\"results\":[5]") {
         bail!("invoke failed with {status}: {body}");
     }
+    let (status, body) = request(addr, "POST", "/v1/modules?name=hello.wat", HELLO)?;
+    if status != 201 {
+        bail!("upload failed with {status}: {body}");
+    }
+    let hello = serde_json::from_str::<serde_json::Value>(&body)?["id"]
+        .as_str()
+        .context("an id")?
+        .to_owned();
+    let run = format!("/v1/modules/{hello}/run");
+    let (status, body) = request(addr, "POST", &run, "{}")?;
+    if status != 200 || !body.contains("hello") {
+        bail!("run failed with {status}: {body}");
+    }
+
     let rss_before = rss_kib(server.0.id())?;
-    let script = dir.join("invoke.lua");
+    let invoked = drive(
+        &dir,
+        addr,
+        &invoke,
+        r#"{"export":"add","args":[2,3]}"#,
+        duration,
+    )?;
+    let ran = drive(&dir, addr, &run, "{}", duration)?;
+    let rss_after = rss_kib(server.0.id())?;
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let field = |report: &str, prefix: &str| {
+        report
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_owned()))
+            .unwrap_or_else(|| "?".into())
+    };
+    println!(
+        "\n| measure | invoke (export `add`) | run (WASI command printing one line) |\n|---|---|---|"
+    );
+    for (name, prefix) in [
+        ("requests/s", "Requests/sec:"),
+        ("p50 latency", "50%"),
+        ("p99 latency", "99%"),
+    ] {
+        println!(
+            "| {name} | {} | {} |",
+            field(&invoked, prefix),
+            field(&ran, prefix)
+        );
+    }
+    println!(
+        "| non-2xx responses | {} | {} |",
+        field(&invoked, "Non-2xx or 3xx responses:").replace('?', "0"),
+        field(&ran, "Non-2xx or 3xx responses:").replace('?', "0")
+    );
+    let rate = |report: &str| field(report, "Requests/sec:").parse::<f64>().ok();
+    if let (Some(i), Some(r)) = (rate(&invoked), rate(&ran)) {
+        println!("| invoke / run throughput | {:.2}x | |", i / r);
+    }
+    println!(
+        "| server RSS before / after | {} MiB / {} MiB | |",
+        rss_before / 1024,
+        rss_after / 1024
+    );
+    Ok(())
+}
+
+/// Drives `POST path` with `body` from wrk (2 threads, 64 connections) and returns its report.
+fn drive(
+    dir: &std::path::Path,
+    addr: SocketAddr,
+    path: &str,
+    body: &str,
+    duration: &str,
+) -> Result<String> {
+    let script = dir.join("post.lua");
     std::fs::write(
         &script,
-        "wrk.method = \"POST\"\nwrk.body = '{\"export\":\"add\",\"args\":[2,3]}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n",
+        format!(
+            "wrk.method = \"POST\"\nwrk.body = '{body}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
+        ),
     )?;
-    let url = format!("http://{addr}{invoke}");
-    eprintln!("\n$ wrk -t2 -c64 -d{duration} --latency -s invoke.lua {url}");
+    let url = format!("http://{addr}{path}");
+    eprintln!("\n$ wrk -t2 -c64 -d{duration} --latency -s post.lua {url}");
     let out = Command::new("wrk")
         .args([
             "-t2",
@@ -94,30 +177,7 @@ pub fn run(args: &[String]) -> Result<()> {
         .context("cannot run wrk (apt-get install wrk)")?;
     let report = String::from_utf8_lossy(&out.stdout).into_owned();
     eprintln!("{report}");
-    let rss_after = rss_kib(server.0.id())?;
-    drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
-
-    let field = |prefix: &str| {
-        report
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_owned()))
-            .unwrap_or_else(|| "?".into())
-    };
-    println!("\n| measure | value |\n|---|---|");
-    println!("| requests/s | {} |", field("Requests/sec:"));
-    println!("| p50 latency | {} |", field("50%"));
-    println!("| p99 latency | {} |", field("99%"));
-    println!(
-        "| non-2xx responses | {} |",
-        field("Non-2xx or 3xx responses:").replace('?', "0")
-    );
-    println!(
-        "| server RSS before / after | {} MiB / {} MiB |",
-        rss_before / 1024,
-        rss_after / 1024
-    );
-    Ok(())
+    Ok(report)
 }
 
 /// One HTTP/1.1 request on a fresh connection: the status and the body.

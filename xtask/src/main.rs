@@ -68,7 +68,76 @@ fn run(program: &str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Whether `program --version` runs.
+fn available(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// What the tests need beyond Rust, installed when missing: the `wasm32-wasip1` target,
+/// `cargo-deny`, and the Debian packages of the real servers the tests start (Prometheus,
+/// promtool, Alertmanager) plus `curl` and `kill` (procps). Packages are installed with
+/// apt-get only when running as root; otherwise the one command to run is printed.
+fn prerequisites() -> Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("wasm32-wasip1"))
+        .unwrap_or(true);
+    if !installed {
+        run("rustup", &["target", "add", "wasm32-wasip1"])?;
+    }
+    if !available("cargo", &["deny", "--version"]) {
+        cargo(&["install", "--locked", "cargo-deny"])?;
+    }
+    let packages: Vec<&str> = [
+        ("prometheus", "prometheus"),
+        ("promtool", "prometheus"),
+        ("prometheus-alertmanager", "prometheus-alertmanager"),
+        ("curl", "curl"),
+        ("kill", "procps"),
+    ]
+    .iter()
+    .filter(|(program, _)| !available("sh", &["-c", &format!("command -v {program}")]))
+    .map(|(_, package)| *package)
+    .collect();
+    if packages.is_empty() {
+        return Ok(());
+    }
+    let mut packages = packages;
+    packages.dedup();
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if root && available("apt-get", &["--version"]) {
+        let mut install = vec!["install", "-y", "--no-install-recommends"];
+        install.extend(&packages);
+        for args in [vec!["update"], install] {
+            eprintln!("\n$ apt-get {}", args.join(" "));
+            let status = Command::new("apt-get")
+                .args(&args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .context("cannot run apt-get")?;
+            if !status.success() {
+                bail!("`apt-get {}` failed with {status}", args.join(" "));
+            }
+        }
+        return Ok(());
+    }
+    bail!(
+        "missing test prerequisites; run: sudo apt-get install -y --no-install-recommends {}",
+        packages.join(" ")
+    )
+}
+
 fn ci() -> Result<()> {
+    prerequisites()?;
     cargo(&["fmt", "--all", "--", "--check"])?;
     cargo(&[
         "clippy",
@@ -78,6 +147,16 @@ fn ci() -> Result<()> {
         "-D",
         "warnings",
     ])?;
+    // The facade's features are additive: with any one of them alone (or none), `Wasmcage`
+    // still composes what is there, and nothing warns.
+    for feature in ["", "metrics", "tracing", "health", "alert", "monitoring"] {
+        let mut args = vec!["clippy", "-p", "wasmcage", "--no-default-features"];
+        if !feature.is_empty() {
+            args.extend(["--features", feature]);
+        }
+        args.extend(["--", "-D", "warnings"]);
+        cargo(&args)?;
+    }
     // --all-targets builds and runs the benchmarks once each in criterion's test mode, so a
     // benchmark that no longer compiles or panics fails CI without timing anything.
     cargo(&["test", "--workspace", "--all-targets"])?;

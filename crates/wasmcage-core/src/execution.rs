@@ -45,7 +45,7 @@ pub(crate) struct Execution<'a> {
     pub(crate) context: ExecutionContext,
     pub(crate) started: Instant,
     kind: ExecutionKind,
-    entry: &'a str,
+    entry: std::sync::Arc<str>,
     finished: bool,
 }
 
@@ -63,7 +63,7 @@ impl<'a> Execution<'a> {
                 context,
                 module: module.info().clone(),
                 kind: plan.kind,
-                entry: plan.entry.to_owned(),
+                entry: plan.name.clone(),
             }));
         Execution {
             sandbox,
@@ -71,7 +71,7 @@ impl<'a> Execution<'a> {
             context,
             started: Instant::now(),
             kind: plan.kind,
-            entry: plan.entry,
+            entry: plan.name.clone(),
             finished: false,
         }
     }
@@ -84,7 +84,7 @@ impl<'a> Execution<'a> {
             trace_id: self.context.trace.map(|t| t.trace_id_hex()),
             module: self.module.info().clone(),
             kind: self.kind,
-            entry: self.entry.to_owned(),
+            entry: self.entry.clone(),
             outcome,
             exit_code: None,
             message,
@@ -173,7 +173,9 @@ impl<'a> Execution<'a> {
             _ => None,
         };
         let results = if outcome == Outcome::Completed {
-            results.iter().filter_map(Value::from_wasmtime).collect()
+            let mut values = Vec::with_capacity(results.len());
+            values.extend(results.iter().filter_map(Value::from_wasmtime));
+            values
         } else {
             Vec::new()
         };

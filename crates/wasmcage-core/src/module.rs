@@ -59,6 +59,8 @@ pub(crate) struct Compiled {
 
 /// An exported function, resolved when the module was compiled.
 pub(crate) struct Entry {
+    /// The export's name, shared by every report of a call to it.
+    pub(crate) name: Arc<str>,
     /// Where the function is among the module's exports.
     pub(crate) export: ModuleExport,
     /// Its parameter types; `None` if one of them cannot be passed from the host.
@@ -104,6 +106,7 @@ impl Compiled {
                 Some((
                     e.name().into(),
                     Entry {
+                        name: e.name().into(),
                         export,
                         params,
                         results,

@@ -109,6 +109,9 @@ struct PoolInner {
     /// Mirrors `*in_use`, so that events and stats need no lock.
     in_use_now: AtomicUsize,
     freed: Condvar,
+    /// Executions waiting on `freed`, counted under the `in_use` lock: a release wakes a
+    /// waiter only when there is one (a wake is a system call even when nobody waits).
+    waiting: AtomicUsize,
     hits: AtomicU64,
     misses: AtomicU64,
     exhausted: AtomicU64,
@@ -147,6 +150,7 @@ impl WarmPool {
             in_use: Mutex::new(0),
             in_use_now: AtomicUsize::new(0),
             freed: Condvar::new(),
+            waiting: AtomicUsize::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             exhausted: AtomicU64::new(0),
@@ -294,8 +298,11 @@ impl Drop for Slot<'_> {
         let mut in_use = lock(&self.0.in_use);
         *in_use -= 1;
         self.0.in_use_now.store(*in_use, Ordering::Relaxed);
+        let waiting = self.0.waiting.load(Ordering::Relaxed);
         drop(in_use);
-        self.0.freed.notify_one();
+        if waiting > 0 {
+            self.0.freed.notify_one();
+        }
         self.0.emit(PoolEventKind::Released);
         // Replace what was used; a failure only means the next execution runs cold. The
         // event tells observers the new count: without it, a gauge of ready instances would
@@ -395,11 +402,13 @@ impl PoolInner {
                     self.emit(PoolEventKind::Exhausted { refused: true });
                     return Err(refuse(asked.elapsed()));
                 }
+                self.waiting.fetch_add(1, Ordering::Relaxed);
                 in_use = self
                     .freed
                     .wait_timeout(in_use, deadline - now)
                     .unwrap_or_else(PoisonError::into_inner)
                     .0;
+                self.waiting.fetch_sub(1, Ordering::Relaxed);
             }
             *in_use += 1;
             self.in_use_now.store(*in_use, Ordering::Relaxed);

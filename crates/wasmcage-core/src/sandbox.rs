@@ -116,6 +116,8 @@ struct SandboxInner {
 pub(crate) struct Plan<'a> {
     pub(crate) kind: ExecutionKind,
     pub(crate) entry: &'a str,
+    /// The entry's name as the module holds it, for the events and the report.
+    pub(crate) name: Arc<str>,
     /// The entry among the module's exports, resolved when the module was compiled.
     pub(crate) export: ModuleExport,
     pub(crate) params: Vec<Val>,
@@ -150,6 +152,7 @@ impl<'a> Plan<'a> {
         Ok(Plan {
             kind: ExecutionKind::Call,
             entry: export,
+            name: entry.name.clone(),
             export: entry.export,
             params: args.iter().map(|a| a.to_wasmtime()).collect(),
             results,
@@ -172,6 +175,7 @@ impl<'a> Plan<'a> {
         Ok(Plan {
             kind: ExecutionKind::Command,
             entry: "_start",
+            name: entry.name.clone(),
             export: entry.export,
             params: Vec::new(),
             results: 0,

@@ -175,7 +175,7 @@ pub struct ExecutionStart {
     /// Call or command.
     pub kind: ExecutionKind,
     /// The export, or `_start`.
-    pub entry: String,
+    pub entry: Arc<str>,
 }
 
 /// A module was compiled (or taken from a cache) and is ready to instantiate.

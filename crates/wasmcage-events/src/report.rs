@@ -1,6 +1,7 @@
 //! The report every execution returns, and the classified outcome inside it.
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -286,8 +287,9 @@ pub struct ExecutionReport {
     pub module: ModuleInfo,
     /// Whether this was a call of an export or a WASI command.
     pub kind: ExecutionKind,
-    /// The export called, or `_start` for a command.
-    pub entry: String,
+    /// The export called, or `_start` for a command (shared with the module, never copied
+    /// per execution).
+    pub entry: Arc<str>,
     /// How the execution ended.
     pub outcome: Outcome,
     /// The process exit code: the guest's code for a command (0 when `_start` returned),
@@ -379,7 +381,7 @@ impl From<ExecutionReport> for ReportJson {
             module: r.module.name.to_string(),
             module_hash: r.module.hash.to_string(),
             kind: r.kind,
-            entry: r.entry,
+            entry: r.entry.to_string(),
             outcome: r.outcome.kind(),
             trap: r.outcome.trap_kind(),
             exit_code: r.exit_code,
@@ -425,7 +427,7 @@ impl TryFrom<ReportJson> for ExecutionReport {
             trace_id: j.trace_id,
             module: ModuleInfo::new(j.module, hash),
             kind: j.kind,
-            entry: j.entry,
+            entry: j.entry.into(),
             outcome,
             exit_code: j.exit_code,
             message: j.message,

@@ -80,6 +80,7 @@ pub(crate) struct Families {
     pub(crate) executions_queued: IntGauge,
     pub(crate) modules_stored: IntGauge,
     pub(crate) modules_stored_bytes: IntGauge,
+    pub(crate) performance_anomalies: IntGaugeVec,
     pub(crate) up: Gauge,
 }
 
@@ -230,6 +231,8 @@ families! {
         "Modules the service stores (ready or compiling).";
     modules_stored_bytes: IntGauge "wasmcage_modules_stored_bytes" [] (),
         "Bytes of module binaries the service stores.";
+    performance_anomalies: IntGaugeVec "wasmcage_performance_anomalies" ["kind"] (),
+        "Exports that look anomalous now in the performance monitor, by kind (slow_p95, high_variance); refreshed at each scrape.";
     up: Gauge "wasmcage_up" [] (),
         "1 while the wasmcage metrics observer is installed.";
 }

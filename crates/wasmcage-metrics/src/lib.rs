@@ -187,7 +187,7 @@ impl Metrics {
         let mut out = Vec::new();
         // Encoding families gathered from our own registry into a Vec cannot fail.
         TextEncoder::new()
-            .encode(&self.registry.gather(), &mut out)
+            .encode(&self.gather(), &mut out)
             .expect("text encoding of gathered metrics");
         String::from_utf8(out).expect("the text format is UTF-8")
     }
@@ -259,6 +259,20 @@ impl Metrics {
         if fresh {
             self.create_module_series(&label);
         }
+    }
+
+    /// Every family of the registry, with the values computed on demand (the performance
+    /// monitor's anomalies) brought up to date first: what a scrape or an alert rule reads.
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let anomalies = self.monitor.anomalies();
+        for kind in AnomalyKind::ALL {
+            let now = anomalies.iter().filter(|a| a.kind == kind).count();
+            self.families
+                .performance_anomalies
+                .with_label_values(&[kind.as_str()])
+                .set(i64::try_from(now).unwrap_or(i64::MAX));
+        }
+        self.registry.gather()
     }
 
     /// The content type of [`Metrics::render`]'s output.

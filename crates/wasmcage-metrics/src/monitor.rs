@@ -94,6 +94,19 @@ pub enum AnomalyKind {
     HighVariance,
 }
 
+impl AnomalyKind {
+    /// Every kind, in a fixed order.
+    pub const ALL: [AnomalyKind; 2] = [AnomalyKind::SlowP95, AnomalyKind::HighVariance];
+
+    /// The snake_case name, as in the JSON report and the `kind` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnomalyKind::SlowP95 => "slow_p95",
+            AnomalyKind::HighVariance => "high_variance",
+        }
+    }
+}
+
 /// An export that behaves unusually.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Anomaly {

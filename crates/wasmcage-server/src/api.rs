@@ -323,6 +323,13 @@ impl State {
             // The sandbox of a request that asks for nothing narrower: the one pools use.
             .policy(default_policy)
             .health(config.health.monitor())
+            .memory_limit(config.health.memory_limit.bytes())
+            .health_check(Arc::new(wasmcage::health::DirectoryCheck::new(
+                "disk",
+                config.data_dir.clone(),
+                config.health.min_free_disk,
+                false,
+            )))
             // The service mounts the monitoring routes on its own listener.
             .monitoring(MonitoringConfig {
                 metrics_addr: None,

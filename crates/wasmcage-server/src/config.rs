@@ -156,6 +156,72 @@ pub struct Health {
     pub timeout: Duration,
     /// Consecutive failures of a critical check that make the service critical (default 3).
     pub failure_threshold: u32,
+    /// The resident memory past which the `memory` check fails (default 90 % of the
+    /// memory the process may use: its cgroup's `memory.max`, else the host's total).
+    pub memory_limit: MemoryLimit,
+    /// The free space below which the `disk` check on the data directory fails (default
+    /// 1 GiB); it also fails when the directory is not writable.
+    pub min_free_disk: u64,
+}
+
+/// A memory bound: absolute, or a share of what the process may use.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MemoryLimit {
+    /// This many bytes.
+    Bytes(u64),
+    /// This percentage (0 to 100] of the cgroup's `memory.max`, else of the host's memory.
+    Percent(f64),
+}
+
+impl MemoryLimit {
+    /// The bound in bytes on this machine.
+    pub fn bytes(self) -> u64 {
+        match self {
+            MemoryLimit::Bytes(b) => b,
+            MemoryLimit::Percent(p) => (available_memory() as f64 * p / 100.0) as u64,
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self, String> {
+        match text.trim().strip_suffix('%') {
+            Some(p) => {
+                let p: f64 = p.trim().parse().map_err(|e| format!("{text:?}: {e}"))?;
+                if !(p > 0.0 && p <= 100.0) {
+                    return Err(format!("{text:?}: a percentage in (0, 100]"));
+                }
+                Ok(MemoryLimit::Percent(p))
+            }
+            None => parse_size(text).map(MemoryLimit::Bytes),
+        }
+    }
+}
+
+impl std::fmt::Display for MemoryLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MemoryLimit::Bytes(b) => write!(f, "{b}"),
+            MemoryLimit::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+/// The memory this process may use: its cgroup v2 `memory.max` when one is set, else the
+/// host's `MemTotal`, else 16 GiB when neither can be read.
+fn available_memory() -> u64 {
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let host = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    });
+    match (cgroup, host) {
+        (Some(c), Some(h)) => c.min(h),
+        (Some(c), None) => c,
+        (None, Some(h)) => h,
+        (None, None) => 16 << 30,
+    }
 }
 
 impl Default for Health {
@@ -165,6 +231,8 @@ impl Default for Health {
             interval: d.interval,
             timeout: d.timeout,
             failure_threshold: d.unhealthy_threshold,
+            memory_limit: MemoryLimit::Percent(90.0),
+            min_free_disk: 1 << 30,
         }
     }
 }
@@ -438,6 +506,8 @@ struct FileHealth {
     interval: Option<String>,
     timeout: Option<String>,
     failure_threshold: Option<u32>,
+    memory_limit: Option<String>,
+    min_free_disk: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -657,6 +727,14 @@ impl ServerConfig {
             }
             if let Some(v) = h.failure_threshold {
                 c.health.failure_threshold = v;
+            }
+            if let Some(v) = h.memory_limit {
+                c.health.memory_limit =
+                    MemoryLimit::parse(&v).map_err(|e| bad("health.memory_limit", e))?;
+            }
+            if let Some(v) = h.min_free_disk {
+                c.health.min_free_disk =
+                    parse_size(&v).map_err(|e| bad("health.min_free_disk", e))?;
             }
         }
         if let Some(l) = file.logging {
@@ -1001,6 +1079,8 @@ impl ServerConfig {
                 interval: Some(ms(self.health.interval)),
                 timeout: Some(ms(self.health.timeout)),
                 failure_threshold: Some(self.health.failure_threshold),
+                memory_limit: Some(self.health.memory_limit.to_string()),
+                min_free_disk: Some(self.health.min_free_disk.to_string()),
             }),
             logging: Some(FileLogging {
                 format: Some(

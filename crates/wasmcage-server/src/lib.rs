@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use config::{
-    Admission, AuthThrottle, Health, Logging, PoolSize, Pools, Quota, RateLimit, ServerConfig,
-    Tracing,
+    Admission, AuthThrottle, Health, Logging, MemoryLimit, PoolSize, Pools, Quota, RateLimit,
+    ServerConfig, Tracing,
 };
 
 /// An error starting or configuring the service.

@@ -35,7 +35,7 @@ impl RegistrySource {
 impl AlertSource for RegistrySource {
     fn value(&self, metric: &MetricRef) -> Option<f64> {
         let mut total = None;
-        for family in self.metrics.registry().gather() {
+        for family in self.metrics.gather() {
             let name = family.name();
             let part = if name == metric.name {
                 Part::Value

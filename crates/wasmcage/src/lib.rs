@@ -76,21 +76,7 @@ pub use wasmcage_health as health;
 #[cfg(feature = "health")]
 pub mod health_checks;
 
-#[cfg(all(
-    feature = "metrics",
-    feature = "tracing",
-    feature = "health",
-    feature = "alert",
-    feature = "monitoring"
-))]
 mod cage;
-#[cfg(all(
-    feature = "metrics",
-    feature = "tracing",
-    feature = "health",
-    feature = "alert",
-    feature = "monitoring"
-))]
 pub use cage::{MonitoringConfig, StartError, Wasmcage, WasmcageBuilder};
 
 pub use wasmcage_core::{

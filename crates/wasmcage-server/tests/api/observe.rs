@@ -225,3 +225,42 @@ async fn requests_are_counted_by_route_template_and_a_traceparent_is_continued()
     line("wasmcage_http_requests_in_flight");
     s.shut_down().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_checks_cover_memory_and_the_data_directory() {
+    let s = start(|c| {
+        c.health.memory_limit = wasmcage_server::MemoryLimit::Bytes(1024);
+        c.health.min_free_disk = u64::MAX;
+    })
+    .await;
+    let (status, body) = s.get("/healthz").await;
+    // Neither is critical: the service is degraded, still ready, and says why.
+    assert_eq!(status, 200, "{body}");
+    let report: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["status"], "degraded", "{report}");
+    let check = |name: &str| {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} check in {report}"))
+    };
+    assert_eq!(check("memory")["passed"], false);
+    assert_eq!(check("disk")["passed"], false);
+    assert_eq!(check("canary")["passed"], true);
+    s.shut_down().await;
+
+    for (value, ok) in [
+        ("90%", true),
+        ("2GiB", true),
+        ("0%", false),
+        ("150%", false),
+    ] {
+        let parsed = wasmcage_server::ServerConfig::from_toml(&format!(
+            "[health]\nmemory_limit = \"{value}\"\n"
+        ));
+        assert_eq!(parsed.is_ok(), ok, "{value}: {parsed:?}");
+    }
+}
