@@ -176,6 +176,46 @@ async fn spans_reach_an_otlp_collector_and_continue_the_callers_trace() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sample_ratio_of_zero_drops_new_traces_but_keeps_a_callers_sampled_one() {
+    let (addr, received) = receiver().await;
+    let mut config = OtlpConfig::new(format!("http://{addr}/v1/traces"));
+    config.sample_ratio = 0.0;
+    let provider = wasmcage::tracing::otlp_provider(&config).unwrap();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("wasmcage")));
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let engine =
+        Engine::with_observer(EngineConfig::default(), Arc::new(TracingObserver::new())).unwrap();
+    let module = engine.compile("sampled.wat", MODULE.as_bytes()).unwrap();
+    let sandbox = Sandbox::builder(&engine).limits(tight()).build().unwrap();
+    let parent: TraceParent = TRACEPARENT.parse().unwrap();
+    for _ in 0..5 {
+        sandbox.call(&module, "ok", &[]).unwrap();
+    }
+    sandbox
+        .call_traced(&module, "ok", &[], Some(parent))
+        .unwrap();
+
+    let flush = provider.clone();
+    tokio::task::spawn_blocking(move || flush.force_flush().unwrap())
+        .await
+        .unwrap();
+    let received = received.lock().unwrap_or_else(PoisonError::into_inner);
+    let executes: Vec<&OtlpSpan> = received
+        .spans
+        .iter()
+        .filter(|s| s.name == "wasmcage.execute")
+        .collect();
+    assert_eq!(
+        executes.len(),
+        1,
+        "only the caller's sampled trace is exported"
+    );
+    assert_eq!(executes[0].trace_id, parent.trace_id.to_vec());
+}
+
 /// A `MakeWriter` that keeps every line written.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);

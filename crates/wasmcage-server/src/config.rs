@@ -269,7 +269,7 @@ impl Default for Logging {
 }
 
 /// Span export over OTLP/HTTP.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Tracing {
     /// The collector's traces endpoint, e.g. `http://127.0.0.1:4318/v1/traces` (default
     /// none: no export).
@@ -278,6 +278,9 @@ pub struct Tracing {
     pub service_name: String,
     /// `deployment.environment` (default `development`).
     pub environment: String,
+    /// The share of new traces exported, 0.0 to 1.0 (default 1.0); a request with a
+    /// `traceparent` follows its sampled flag instead.
+    pub sample_ratio: f64,
 }
 
 impl Default for Tracing {
@@ -286,6 +289,7 @@ impl Default for Tracing {
             otlp_endpoint: None,
             service_name: "wasmcage".into(),
             environment: "development".into(),
+            sample_ratio: 1.0,
         }
     }
 }
@@ -300,6 +304,7 @@ impl Tracing {
                 let mut otlp = wasmcage::tracing::OtlpConfig::new(endpoint.clone());
                 otlp.service_name = self.service_name.clone();
                 otlp.environment = self.environment.clone();
+                otlp.sample_ratio = self.sample_ratio;
                 otlp
             }),
         }
@@ -523,6 +528,7 @@ struct FileTracing {
     otlp_endpoint: Option<String>,
     service_name: Option<String>,
     environment: Option<String>,
+    sample_ratio: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -764,6 +770,9 @@ impl ServerConfig {
             if let Some(v) = t.environment {
                 c.tracing.environment = v;
             }
+            if let Some(v) = t.sample_ratio {
+                c.tracing.sample_ratio = v;
+            }
         }
         if let Some(p) = file.pools {
             if let Some(v) = p.every_module {
@@ -987,6 +996,12 @@ impl ServerConfig {
         if let Err(e) = wasmcage::tracing::TracingConfig::check_filter(&self.logging.level) {
             return Err(bad("logging.level", e));
         }
+        if !(0.0..=1.0).contains(&self.tracing.sample_ratio) {
+            return Err(bad(
+                "tracing.sample_ratio",
+                format!("{} is not between 0.0 and 1.0", self.tracing.sample_ratio),
+            ));
+        }
         if let Some(endpoint) = &self.tracing.otlp_endpoint
             && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
         {
@@ -1096,6 +1111,7 @@ impl ServerConfig {
                 otlp_endpoint: self.tracing.otlp_endpoint.clone(),
                 service_name: Some(self.tracing.service_name.clone()),
                 environment: Some(self.tracing.environment.clone()),
+                sample_ratio: Some(self.tracing.sample_ratio),
             }),
             pools: Some(FilePools {
                 every_module: Some(self.pools.every_module),

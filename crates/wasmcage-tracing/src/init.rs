@@ -21,7 +21,7 @@ pub enum LogFormat {
 }
 
 /// Where spans are exported over OTLP/HTTP (protobuf).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OtlpConfig {
     /// The collector's traces endpoint, e.g. `http://127.0.0.1:4318/v1/traces`.
     pub endpoint: String,
@@ -31,6 +31,10 @@ pub struct OtlpConfig {
     pub service_version: String,
     /// `deployment.environment` (default `development`).
     pub environment: String,
+    /// The share of new traces exported, from 0.0 to 1.0 (default 1.0: all). A span whose
+    /// parent came with a `traceparent` follows the parent's sampled flag instead, so a
+    /// caller's sampled trace is never cut.
+    pub sample_ratio: f64,
 }
 
 impl OtlpConfig {
@@ -41,12 +45,13 @@ impl OtlpConfig {
             service_name: "wasmcage".into(),
             service_version: env!("CARGO_PKG_VERSION").into(),
             environment: "development".into(),
+            sample_ratio: 1.0,
         }
     }
 }
 
 /// What [`init`] installs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TracingConfig {
     /// Human or JSON output (on stderr).
     pub format: LogFormat,
@@ -147,7 +152,16 @@ pub fn otlp_provider(config: &OtlpConfig) -> Result<SdkTracerProvider, TracingEr
             KeyValue::new("deployment.environment", config.environment.clone()),
         ])
         .build();
+    let ratio = if config.sample_ratio.is_finite() {
+        config.sample_ratio.clamp(0.0, 1.0)
+    } else {
+        1.0
+    };
+    let sampler = opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
+        opentelemetry_sdk::trace::Sampler::TraceIdRatioBased(ratio),
+    ));
     Ok(SdkTracerProvider::builder()
+        .with_sampler(sampler)
         .with_batch_exporter(exporter)
         .with_resource(resource)
         .build())

@@ -365,3 +365,74 @@ threshold = 0.0
     );
     assert!(delivered.len() >= 3, "{delivered:?}");
 }
+
+/// A rules file whose one rule, `name`, fires at the first evaluation: `wasmcage_up` is 1.
+fn always_firing(name: &str) -> String {
+    format!(
+        r#"
+[evaluation]
+interval = "100ms"
+
+[channels.hook]
+type = "webhook"
+url = "http://127.0.0.1:9/hook"
+
+[[rules]]
+name = "{name}"
+description = "Always on."
+severity = "info"
+channels = ["hook"]
+[rules.condition]
+type = "threshold"
+metric = "wasmcage_up"
+op = ">"
+threshold = 0.0
+"#
+    )
+}
+
+/// `SIGHUP` re-reads `alert_rules`: an invalid file is refused with the reason in the log and
+/// the rules in force stay; a valid one replaces them, while the server keeps answering.
+#[test]
+fn sighup_reloads_the_alert_rules_and_refuses_a_broken_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("alerts.toml");
+    std::fs::write(&rules, always_firing("First")).unwrap();
+    let serve = Serve::start(&format!("alert_rules = {rules:?}\n"));
+    let firing = |rule: &str| {
+        let alerts = serve.get("/v1/alerts").json();
+        alerts["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["rule"] == rule && a["state"] == "firing")
+    };
+    eventually("the first rule fires", || firing("First").then_some(()));
+    let hangup = |pid: u32| {
+        let status = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+
+    std::fs::write(
+        &rules,
+        "[[rules]]\nname = \"Broken\"\nseverity = \"loud\"\n",
+    )
+    .unwrap();
+    hangup(serve.pid());
+    eventually("the broken file is refused in the log", || {
+        serve
+            .log()
+            .contains("alert rules not reloaded")
+            .then_some(())
+    });
+    assert!(firing("First"), "the rules in force stay");
+
+    std::fs::write(&rules, always_firing("Second")).unwrap();
+    hangup(serve.pid());
+    eventually("the new rule fires", || firing("Second").then_some(()));
+    assert!(!firing("First"), "the old rule is gone");
+    assert_eq!(serve.get("/livez").status, 200);
+}

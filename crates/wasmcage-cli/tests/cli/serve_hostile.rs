@@ -216,6 +216,11 @@ impl Serve {
         self.respawn();
     }
 
+    /// The server's process id, for signals.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `kill -9`: no shutdown, no flush, nothing the process could still do.
     pub(crate) fn kill_9(&mut self) {
         self.child.kill().unwrap();
