@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
-use crate::monitored::{Prometheus, encode};
+use crate::monitored::Prometheus;
+use crate::serve_hostile::encode;
 use crate::serve_hostile::{ADD, Serve, eventually};
 
 fn docs(file: &str) -> String {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::serve_hostile::{ADD, BOUND, KEY, Serve, eventually};
+use crate::serve_hostile::{ADD, BOUND, KEY, Serve, encode, eventually};
 
 /// One request a receiver got, and the status it answered.
 #[derive(Debug, Clone)]
@@ -161,19 +161,7 @@ impl Prometheus {
     }
 }
 
-pub(crate) fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-const TRACE_ID: &str = "5e3c6a1f00d1e2f3a4b5c6d7e8f90a1b";
+pub(crate) const TRACE_ID: &str = "5e3c6a1f00d1e2f3a4b5c6d7e8f90a1b";
 
 fn traced(serve: &Serve, id: &str, call: Value) -> Value {
     let body = call.to_string();

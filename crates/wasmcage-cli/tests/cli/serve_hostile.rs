@@ -150,7 +150,7 @@ fn unchunk(mut raw: &[u8]) -> Vec<u8> {
 }
 
 /// Percent-encodes a query value.
-fn encode(value: &str) -> String {
+pub(crate) fn encode(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {
