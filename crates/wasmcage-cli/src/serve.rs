@@ -43,8 +43,8 @@ pub fn main(args: ServeArgs) -> ExitCode {
     }
     // Logs (and spans, when an OTLP endpoint is set) for the whole process: the access log,
     // executions, security events, health transitions and alert deliveries.
-    let _tracing = match wasmcage::tracing::init(&config.tracing.with_logging(&config.logging)) {
-        Ok(guard) => guard,
+    let logs = match wasmcage::tracing::init(&config.tracing.with_logging(&config.logging)) {
+        Ok(guard) => std::sync::Arc::new(guard),
         Err(e) => return fail(&e),
     };
     // Uploads compile in a child process of this binary, under the configured budget.
@@ -61,6 +61,15 @@ pub fn main(args: ServeArgs) -> ExitCode {
             Ok(s) => s,
             Err(e) => return fail(&e),
         };
+        // SIGHUP re-reads the configuration; the log filter is the process's to change.
+        let filter = logs.clone();
+        let server = server.on_reload(move |fresh| {
+            match filter.set_filter(&fresh.logging.level) {
+                // At warn, so that the line survives the level it announces.
+                Ok(()) => tracing::warn!(target: "wasmcage::server", level = %fresh.logging.level, "log filter set"),
+                Err(e) => tracing::error!(target: "wasmcage::server", error = %e, "the log level was not changed"),
+            }
+        });
         // The address on stderr as a plain line, whatever the log format: scripts wait for it.
         eprintln!("wasmcage: serving on http://{}", server.local_addr());
         match server.serve(shutdown_signal()).await {

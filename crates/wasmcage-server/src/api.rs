@@ -33,28 +33,34 @@ use wasmcage::{
 use crate::store::{self, Store};
 use crate::{ServerConfig, ServerError};
 
-/// Token buckets per API key.
+/// Token buckets per API key, under a limit that `SIGHUP` may change (or remove).
 struct RateLimiter {
-    limit: crate::config::RateLimit,
+    limit: RwLock<Option<crate::config::RateLimit>>,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
 }
 
 impl RateLimiter {
     /// Takes a token for `who`, or says how long until one is free.
     fn take(&self, who: &str) -> Result<(), Duration> {
+        let Some(limit) = *self.limit.read().unwrap_or_else(PoisonError::into_inner) else {
+            return Ok(());
+        };
+        self.take_under(limit, who)
+    }
+
+    fn take_under(&self, limit: crate::config::RateLimit, who: &str) -> Result<(), Duration> {
         let now = Instant::now();
-        let burst = f64::from(self.limit.burst);
+        let burst = f64::from(limit.burst);
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         let (tokens, last) = buckets.entry(who.to_owned()).or_insert((burst, now));
-        *tokens =
-            (*tokens + now.duration_since(*last).as_secs_f64() * self.limit.per_second).min(burst);
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * limit.per_second).min(burst);
         *last = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
             Ok(())
         } else {
             // Saturating: a tiny rate must never turn into a panic on an infinite duration.
-            let wait = (1.0 - *tokens) / self.limit.per_second;
+            let wait = (1.0 - *tokens) / limit.per_second;
             Err(Duration::try_from_secs_f64(wait).unwrap_or(Duration::MAX))
         }
     }
@@ -254,7 +260,7 @@ pub(crate) struct Caller(Arc<str>);
 
 /// Everything the handlers share.
 pub(crate) struct State {
-    limiter: Option<RateLimiter>,
+    limiter: RateLimiter,
     throttle: AuthThrottle,
     admission: Admission,
     pub(crate) config: ServerConfig,
@@ -348,10 +354,10 @@ impl State {
         let engine = cage.engine().clone();
         let metrics = cage.metrics().clone();
         let health = cage.health().clone();
-        let limiter = config.rate_limit.map(|limit| RateLimiter {
-            limit,
+        let limiter = RateLimiter {
+            limit: RwLock::new(config.rate_limit),
             buckets: Default::default(),
-        });
+        };
         Ok(State {
             limiter,
             throttle: AuthThrottle {
@@ -461,22 +467,43 @@ impl State {
         self.metrics.set_modules_stored(count, bytes);
     }
 
-    /// Re-reads the alert rules file (on `SIGHUP`): a valid file replaces the rules and
-    /// channels without dropping a request; an invalid one is refused with the reason in the
-    /// log, and the rules in force stay.
-    pub(crate) fn reload_alerts(&self) {
-        let Some(path) = &self.config.alert_rules else {
-            tracing::info!(target: "wasmcage::alert", "SIGHUP: no alert_rules configured, nothing to reload");
+    /// Applies what `SIGHUP` may change from a re-read configuration: the rate limit, and the
+    /// alert rules file (a valid file replaces the rules and channels without dropping a
+    /// request; an invalid one is refused with the reason in the log, and the rules in force
+    /// stay). Every other key keeps its value until a restart, which the log says.
+    pub(crate) fn apply_reload(&self, fresh: &ServerConfig) {
+        *self
+            .limiter
+            .limit
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = fresh.rate_limit;
+        self.reload_alerts(fresh);
+        let mut rest = fresh.clone();
+        rest.rate_limit = self.config.rate_limit;
+        rest.alert_rules.clone_from(&self.config.alert_rules);
+        rest.logging.clone_from(&self.config.logging);
+        if rest.to_toml() != self.config.to_toml() {
+            tracing::warn!(
+                target: "wasmcage::server",
+                "SIGHUP: only rate_limit, [logging] level and the alert rules change while running; the other changed keys take effect at the next start"
+            );
+        }
+        tracing::info!(target: "wasmcage::server", "configuration reloaded");
+    }
+
+    fn reload_alerts(&self, fresh: &ServerConfig) {
+        let Some(path) = &fresh.alert_rules else {
             return;
         };
         let Some(alerting) = self.cage.alerting() else {
+            tracing::warn!(target: "wasmcage::alert", "SIGHUP: alert_rules was not set at start; restart to enable alerting");
             return;
         };
-        let reloaded = self.config.load_alert_rules().and_then(|rules| {
-            let rules = rules.expect("alert_rules is set");
-            alerting
+        let reloaded = fresh.load_alert_rules().and_then(|rules| match rules {
+            Some(rules) => alerting
                 .reload(rules)
-                .map_err(|e| ServerError::Config(e.to_string()))
+                .map_err(|e| ServerError::Config(e.to_string())),
+            None => Ok(()),
         });
         match reloaded {
             Ok(()) => {
@@ -1294,7 +1321,7 @@ async fn authenticate(
         Ok(who) => who,
         Err(refused) => return refused,
     };
-    if let Some(Err(wait)) = state.limiter.as_ref().map(|l| l.take(&who)) {
+    if let Err(wait) = state.limiter.take(&who) {
         let s = seconds(wait);
         return ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -2011,10 +2038,10 @@ mod tests {
     fn waits_saturate_instead_of_panicking() {
         // Validation refuses such a rate; the limiter must not panic even if one slips by.
         let limiter = RateLimiter {
-            limit: crate::config::RateLimit {
+            limit: RwLock::new(Some(crate::config::RateLimit {
                 per_second: 1e-300,
                 burst: 1,
-            },
+            })),
             buckets: Mutex::default(),
         };
         assert!(limiter.take("k").is_ok());

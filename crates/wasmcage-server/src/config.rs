@@ -90,6 +90,9 @@ pub struct ServerConfig {
     pub tracing: Tracing,
     /// Warm pools for stored modules (file table `[pools]`).
     pub pools: Pools,
+    /// The file this configuration was read from, re-read on `SIGHUP` (set by
+    /// [`ServerConfig::load`]; not a file key).
+    pub source: Option<PathBuf>,
 }
 
 /// Warm pools for stored modules: pre-instantiated instances, so that an execution starts
@@ -437,6 +440,7 @@ impl Default for ServerConfig {
                 max_module_size: 1 << 20,
                 ..Pools::default()
             },
+            source: None,
         }
     }
 }
@@ -1033,6 +1037,7 @@ impl ServerConfig {
                 {
                     *rules = dir.join(&*rules);
                 }
+                c.source = Some(p.to_owned());
                 Ok(c)
             }
         }

@@ -51,7 +51,12 @@ pub struct Server {
     listener: tokio::net::TcpListener,
     app: axum::Router,
     state: Arc<api::State>,
+    on_reload: Option<ReloadHook>,
 }
+
+/// Told of each configuration `SIGHUP` re-read, for what lives outside the server (the
+/// process's log filter).
+pub type ReloadHook = Box<dyn Fn(&ServerConfig) + Send + Sync>;
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -86,7 +91,38 @@ impl Server {
             listener,
             app,
             state,
+            on_reload: None,
         })
+    }
+
+    /// Calls `hook` with each configuration a `SIGHUP` re-read and accepted (after the server
+    /// applied its own part: the rate limit and the alert rules).
+    pub fn on_reload(mut self, hook: impl Fn(&ServerConfig) + Send + Sync + 'static) -> Self {
+        self.on_reload = Some(Box::new(hook));
+        self
+    }
+
+    /// Re-reads the configuration file (`SIGHUP`); a file that no longer loads is refused
+    /// with the reason in the log and nothing changes.
+    fn reload(&self) {
+        let Some(source) = &self.state.config.source else {
+            self.state.apply_reload(&self.state.config);
+            return;
+        };
+        match ServerConfig::load(Some(source)) {
+            Ok(fresh) => {
+                self.state.apply_reload(&fresh);
+                if let Some(hook) = &self.on_reload {
+                    hook(&fresh);
+                }
+            }
+            Err(e) => tracing::error!(
+                target: "wasmcage::server",
+                path = %source.display(),
+                error = %e,
+                "configuration not reloaded; the one in force stays"
+            ),
+        }
     }
 
     /// The address the service listens on (useful with port 0).
@@ -130,7 +166,7 @@ impl Server {
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                Some(()) = hangup() => self.state.reload_alerts(),
+                Some(()) = hangup() => self.reload(),
                 // Reap finished connections so that the set stays as large as what is open.
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 accepted = self.listener.accept() => {

@@ -107,12 +107,43 @@ pub enum TracingError {
 }
 
 /// Keeps the exporter alive; dropping it flushes and shuts the exporter down.
-#[derive(Debug)]
 pub struct TracingGuard {
     provider: Option<SdkTracerProvider>,
+    filter: Option<FilterHandle>,
+}
+
+/// Replaces the installed subscriber's filter while it runs.
+type FilterHandle = tracing_subscriber::reload::Handle<EnvFilter, Registry>;
+
+impl std::fmt::Debug for TracingGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TracingGuard")
+            .field("exporting", &self.provider.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl TracingGuard {
+    /// Replaces the log filter (an `EnvFilter` directive such as `warn,wasmcage=info`) of the
+    /// subscriber [`init`] installed, without dropping a line. `RUST_LOG`, when set, still
+    /// wins: the filter stays what it says.
+    pub fn set_filter(&self, filter: &str) -> Result<(), TracingError> {
+        let Some(handle) = &self.filter else {
+            return Ok(());
+        };
+        if env_filter_override().is_some() {
+            return Ok(());
+        }
+        let env_filter = EnvFilter::try_new(filter).map_err(|e| TracingError::Filter {
+            filter: filter.to_owned(),
+            reason: e.to_string(),
+        })?;
+        handle.reload(env_filter).map_err(|e| TracingError::Filter {
+            filter: filter.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
     /// Exports every finished span now.
     pub fn flush(&self) {
         if let Some(provider) = &self.provider {
@@ -183,14 +214,37 @@ pub fn layers<W>(
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .filter(|f| !f.is_empty())
-        .unwrap_or_else(|| config.filter.clone());
+    let (layer, provider, _) = reloadable_layers(config, writer)?;
+    Ok((layer, provider))
+}
+
+/// `RUST_LOG`, when it is set and not empty.
+fn env_filter_override() -> Option<String> {
+    std::env::var("RUST_LOG").ok().filter(|f| !f.is_empty())
+}
+
+/// [`layers`], with a handle on the filter to change it later.
+#[allow(clippy::type_complexity)]
+fn reloadable_layers<W>(
+    config: &TracingConfig,
+    writer: W,
+) -> Result<
+    (
+        Box<dyn Layer<Registry> + Send + Sync>,
+        Option<SdkTracerProvider>,
+        FilterHandle,
+    ),
+    TracingError,
+>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = env_filter_override().unwrap_or_else(|| config.filter.clone());
     let env_filter = EnvFilter::try_new(&filter).map_err(|e| TracingError::Filter {
         filter: filter.clone(),
         reason: e.to_string(),
     })?;
+    let (env_filter, handle) = tracing_subscriber::reload::Layer::new(env_filter);
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_target(true);
@@ -207,15 +261,18 @@ where
         }
     };
     let layer = fmt.and_then(otel).with_filter(env_filter);
-    Ok((Box::new(layer), provider))
+    Ok((Box::new(layer), provider, handle))
 }
 
 /// Installs the global subscriber described by `config`, writing logs to stderr.
 pub fn init(config: &TracingConfig) -> Result<TracingGuard, TracingError> {
-    let (layer, provider) = layers(config, std::io::stderr)?;
+    let (layer, provider, filter) = reloadable_layers(config, std::io::stderr)?;
     tracing_subscriber::registry()
         .with(layer)
         .try_init()
         .map_err(|_| TracingError::AlreadyInstalled)?;
-    Ok(TracingGuard { provider })
+    Ok(TracingGuard {
+        provider,
+        filter: Some(filter),
+    })
 }

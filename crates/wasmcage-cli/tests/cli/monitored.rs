@@ -423,4 +423,22 @@ fn sighup_reloads_the_alert_rules_and_refuses_a_broken_file() {
     eventually("the new rule fires", || firing("Second").then_some(()));
     assert!(!firing("First"), "the old rule is gone");
     assert_eq!(serve.get("/livez").status, 200);
+
+    // The configuration file itself is re-read: a rate limit and the log level change while
+    // the server runs.
+    let accesses = || serve.log().matches("wasmcage::access").count();
+    assert!(accesses() > 0, "access lines at the default level");
+    serve.rewrite_config(&format!(
+        "alert_rules = {rules:?}\n[rate_limit]\nper_second = 0.001\nburst = 1\n[logging]\nlevel = \"warn\"\n"
+    ));
+    hangup(serve.pid());
+    eventually("the new log filter is in force", || {
+        serve.log().contains("log filter set").then_some(())
+    });
+    let before = accesses();
+    assert_eq!(serve.get("/v1/modules").status, 200);
+    let limited = serve.get("/v1/modules");
+    assert_eq!(limited.status, 429, "{limited:?}");
+    assert_eq!(limited.json()["error"]["code"], "rate_limited");
+    assert_eq!(accesses(), before, "no access lines at warn");
 }

@@ -191,13 +191,7 @@ impl Serve {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let config = dir.path().join("server.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"127.0.0.1:0\"\ndata_dir = {data:?}\napi_keys = [{KEY:?}, {OTHER:?}]\n{settings}\n"
-            ),
-        )
-        .unwrap();
+        write_config(&config, &data, settings);
         let log = Arc::new(Mutex::new(String::new()));
         let (child, addr) = spawn(&config, &log);
         Serve {
@@ -214,6 +208,11 @@ impl Serve {
     pub(crate) fn restart(&mut self) {
         self.kill_9();
         self.respawn();
+    }
+
+    /// Rewrites the configuration file with `settings` (for a `SIGHUP`).
+    pub(crate) fn rewrite_config(&self, settings: &str) {
+        write_config(&self.config, &self.data, settings);
     }
 
     /// The server's process id, for signals.
@@ -308,6 +307,17 @@ impl Drop for Serve {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The test servers' configuration: both keys, an ephemeral port, then `settings`.
+fn write_config(config: &Path, data: &Path, settings: &str) {
+    std::fs::write(
+        config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = {data:?}\napi_keys = [{KEY:?}, {OTHER:?}]\n{settings}\n"
+        ),
+    )
+    .unwrap();
 }
 
 /// Starts `wasmcage serve --config`, keeps its stderr in `log`, and returns once it listens.
