@@ -1007,11 +1007,14 @@ impl ServerConfig {
             ));
         }
         if let Some(endpoint) = &self.tracing.otlp_endpoint
-            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+            && !endpoint.starts_with("http://")
         {
+            // The exporter speaks plain HTTP: TLS to a collector is not built in.
             return Err(bad(
                 "tracing.otlp_endpoint",
-                format!("{endpoint:?} is not an http:// or https:// URL"),
+                format!(
+                    "{endpoint:?} is not an http:// URL (TLS to the collector is not built in: use a collector on loopback)"
+                ),
             ));
         }
         Ok(())
@@ -1212,6 +1215,18 @@ mod tests {
         }
         // Without `every_module` its sizes do not matter, so a small server stays valid.
         ServerConfig::from_toml("[admission]\nmax_executions = 4\n").unwrap();
+    }
+
+    #[test]
+    fn tracing_values_are_checked() {
+        let load = |t: &str| ServerConfig::from_toml(&format!("[tracing]\n{t}\n"));
+        assert!(load("otlp_endpoint = \"http://127.0.0.1:4318/v1/traces\"").is_ok());
+        let https = load("otlp_endpoint = \"https://collector/v1/traces\"").unwrap_err();
+        assert!(https.to_string().contains("TLS"), "{https}");
+        assert!(load("sample_ratio = 0.25").is_ok());
+        for ratio in ["1.5", "-0.1", "nan"] {
+            assert!(load(&format!("sample_ratio = {ratio}")).is_err(), "{ratio}");
+        }
     }
 
     #[test]
