@@ -354,15 +354,14 @@ pub enum PoolEventKind {
         /// Time spent instantiating on demand (zero when warm).
         instantiate: Duration,
     },
-    /// An execution finished; its instance was destroyed and its capacity returned.
+    /// An execution finished; its instance was destroyed, its capacity returned, and (below
+    /// `min_ready`) a replacement made: the event's counts include it.
     Released,
     /// Every slot was in use when an execution asked for one.
     Exhausted {
         /// Whether the execution was refused (true) or got a slot after waiting (false).
         refused: bool,
     },
-    /// After an execution, the pool made a new ready instance to stay at `min_ready`.
-    Refilled,
     /// The pool was dropped (its last handle went away); its ready instances are destroyed.
     Dropped,
 }
