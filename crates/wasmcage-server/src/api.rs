@@ -482,6 +482,12 @@ impl State {
         rest.rate_limit = self.config.rate_limit;
         rest.alert_rules.clone_from(&self.config.alert_rules);
         rest.logging.clone_from(&self.config.logging);
+        if fresh.api_keys != self.config.api_keys {
+            tracing::warn!(
+                target: "wasmcage::server",
+                "SIGHUP: api_keys changed, which takes a restart: until then the keys in force (a removed one included) stay valid"
+            );
+        }
         if rest.to_toml() != self.config.to_toml() {
             tracing::warn!(
                 target: "wasmcage::server",
@@ -493,6 +499,9 @@ impl State {
 
     fn reload_alerts(&self, fresh: &ServerConfig) {
         let Some(path) = &fresh.alert_rules else {
+            if self.config.alert_rules.is_some() {
+                tracing::warn!(target: "wasmcage::alert", "SIGHUP: alert_rules was removed, which takes a restart; the rules in force stay");
+            }
             return;
         };
         let Some(alerting) = self.cage.alerting() else {
@@ -1506,6 +1515,14 @@ async fn upload(
                 name.len(),
                 store::MAX_NAME_BYTES
             ),
+        ));
+    }
+    // A name ends up in log lines (and, sanitised, in metric labels): a control character
+    // (a newline, an escape sequence) could forge a log line in the human format.
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Err(ApiError::bad(
+            "bad_name",
+            format!("the name contains the control character {c:?}; names are printable text"),
         ));
     }
     // The hash first (WAT text becomes a binary; a binary is used as it is), so that a known

@@ -51,7 +51,7 @@ pub struct Server {
     listener: tokio::net::TcpListener,
     app: axum::Router,
     state: Arc<api::State>,
-    on_reload: Option<ReloadHook>,
+    on_reload: Option<Arc<ReloadHook>>,
 }
 
 /// Told of each configuration `SIGHUP` re-read, for what lives outside the server (the
@@ -98,31 +98,17 @@ impl Server {
     /// Calls `hook` with each configuration a `SIGHUP` re-read and accepted (after the server
     /// applied its own part: the rate limit and the alert rules).
     pub fn on_reload(mut self, hook: impl Fn(&ServerConfig) + Send + Sync + 'static) -> Self {
-        self.on_reload = Some(Box::new(hook));
+        self.on_reload = Some(Arc::new(Box::new(hook)));
         self
     }
 
-    /// Re-reads the configuration file (`SIGHUP`); a file that no longer loads is refused
-    /// with the reason in the log and nothing changes.
+    /// Re-reads the configuration file (`SIGHUP`) on a blocking thread, never on the task
+    /// that accepts connections (a file on a hung file system, or a FIFO, would stop the
+    /// server from accepting); a file that no longer loads is refused with the reason in the
+    /// log and nothing changes.
     fn reload(&self) {
-        let Some(source) = &self.state.config.source else {
-            self.state.apply_reload(&self.state.config);
-            return;
-        };
-        match ServerConfig::load(Some(source)) {
-            Ok(fresh) => {
-                self.state.apply_reload(&fresh);
-                if let Some(hook) = &self.on_reload {
-                    hook(&fresh);
-                }
-            }
-            Err(e) => tracing::error!(
-                target: "wasmcage::server",
-                path = %source.display(),
-                error = %e,
-                "configuration not reloaded; the one in force stays"
-            ),
-        }
+        let (state, hook) = (self.state.clone(), self.on_reload.clone());
+        tokio::task::spawn_blocking(move || reload(&state, hook.as_deref()));
     }
 
     /// The address the service listens on (useful with port 0).
@@ -259,6 +245,28 @@ fn service(
             .insert(axum::extract::ConnectInfo(remote));
         tower_service::Service::call(&mut app.clone(), request.map(axum::body::Body::new))
     })
+}
+
+/// The body of [`Server::reload`], on a blocking thread.
+fn reload(state: &api::State, hook: Option<&ReloadHook>) {
+    let Some(source) = &state.config.source else {
+        state.apply_reload(&state.config);
+        return;
+    };
+    match ServerConfig::load(Some(source)) {
+        Ok(fresh) => {
+            state.apply_reload(&fresh);
+            if let Some(hook) = hook {
+                hook(&fresh);
+            }
+        }
+        Err(e) => tracing::error!(
+            target: "wasmcage::server",
+            path = %source.display(),
+            error = %e,
+            "configuration not reloaded; the one in force stays"
+        ),
+    }
 }
 
 /// Completes on SIGTERM or Ctrl-C: the signal for a graceful shutdown.

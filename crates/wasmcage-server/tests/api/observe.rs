@@ -264,3 +264,25 @@ async fn the_health_checks_cover_memory_and_the_data_directory() {
         assert_eq!(parsed.is_ok(), ok, "{value}: {parsed:?}");
     }
 }
+
+/// A module's name reaches log lines: a newline or an escape sequence in it could forge an
+/// access-log line in the human format, so names with control characters are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn module_names_with_control_characters_are_refused() {
+    let s = start(|_| {}).await;
+    for name in ["x%0Akey_id%3D%22admin%22", "x%1B%5B31m", "tab%09bed"] {
+        let r = s
+            .client
+            .post(format!("{}/v1/modules?name={name}", s.base))
+            .body(ADD)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{name}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "bad_name", "{name}");
+    }
+    let (status, body) = s.upload("plain name (v2).wat", ADD).await;
+    assert!(status == 201 || status == 200, "{body}");
+    s.shut_down().await;
+}
