@@ -314,3 +314,49 @@ fn json_logs_carry_execution_and_security_events() {
     assert_eq!(resource["fields"]["usage"], 65536);
     assert!(resource["fields"]["percent"].as_f64().unwrap() > 0.0);
 }
+
+/// A module name and a path a guest asks for are chosen by callers and guests: in the human
+/// format, a newline in either must not start a line of its own (a forged log line).
+#[test]
+fn human_logs_escape_names_and_paths_a_caller_or_guest_chose() {
+    let captured = Captured::default();
+    let config = TracingConfig {
+        format: LogFormat::Human,
+        filter: "debug".into(),
+        otlp: None,
+    };
+    let (layer, _) = wasmcage::tracing::layers(&config, captured.clone()).unwrap();
+    let _default = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+
+    let engine =
+        Engine::with_observer(EngineConfig::default(), Arc::new(TracingObserver::new())).unwrap();
+    // A guest that asks for a path holding a newline and a forged line; it is refused (no
+    // directory is granted) and the refusal is logged with the path.
+    let evil = "x\nFORGED INFO wasmcage::access: key_id=admin\u{1b}[31m";
+    let wat = format!(
+        r#"(module
+          (import "wasi_snapshot_preview1" "path_open"
+            (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (data (i32.const 64) "{}")
+          (func (export "_start")
+            (drop (call $open (i32.const 3) (i32.const 0) (i32.const 64) (i32.const {})
+              (i32.const 0) (i64.const 0) (i64.const 0) (i32.const 0) (i32.const 32)))
+            unreachable))"#,
+        evil.replace('\n', "\\0a").replace('\u{1b}', "\\1b"),
+        evil.len()
+    );
+    let module = engine.compile(evil, wat.as_bytes()).unwrap();
+    let sandbox = Sandbox::builder(&engine).limits(tight()).build().unwrap();
+    sandbox
+        .run_command(&module, wasmcage::CommandInput::default())
+        .unwrap();
+
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("module="), "{text}");
+    assert!(
+        !text.lines().any(|l| l.starts_with("FORGED")),
+        "a forged line:\n{text}"
+    );
+    assert!(!text.contains('\u{1b}'), "a raw escape byte:\n{text}");
+}

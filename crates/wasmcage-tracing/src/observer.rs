@@ -46,9 +46,9 @@ impl TracingObserver {
             target: TARGET,
             "wasmcage.execute",
             otel.name = "wasmcage.execute",
-            module = %start.module.name,
+            module = &*start.module.name,
             module.hash = %start.module.hash,
-            entry = %start.entry,
+            entry = &*start.entry,
             kind = start.kind.as_str(),
             sandbox_id = ctx.sandbox_id.0,
             execution_id = ctx.execution_id.0,
@@ -68,7 +68,7 @@ impl TracingObserver {
             target: TARGET,
             parent: &execute,
             "wasmcage.instantiate",
-            module = %start.module.name,
+            module = &*start.module.name,
             execution_id = ctx.execution_id.0,
         );
         self.executions
@@ -125,10 +125,10 @@ impl TracingObserver {
                     execution_id = report.execution_id.0,
                     sandbox_id = report.sandbox_id.0,
                     trace_id = %trace_id,
-                    module = %report.module.name,
+                    module = &*report.module.name,
                     module_hash = %report.module.hash,
                     kind = report.kind.as_str(),
-                    entry = %report.entry,
+                    entry = &*report.entry,
                     outcome = report.outcome.kind().as_str(),
                     trap = report.outcome.trap_kind().map(|t| t.as_str()),
                     exit_code = report.exit_code,
@@ -153,7 +153,7 @@ impl TracingObserver {
                     $level,
                     event = "resource_usage",
                     execution_id = report.execution_id.0,
-                    module = %report.module.name,
+                    module = &*report.module.name,
                     resource = "memory",
                     usage = report.memory_peak_bytes,
                     limit = report.memory_limit_bytes,
@@ -190,11 +190,11 @@ impl TracingObserver {
                     event = "security",
                     kind = e.kind.as_str(),
                     capability = e.capability,
-                    target = %e.target,
+                    target = e.target.as_str(),
                     action = e.action.as_str(),
                     limit,
                     execution_id = e.execution_id.0,
-                    module = %e.module.name,
+                    module = &*e.module.name,
                     "security event",
                 )
             };
@@ -206,6 +206,10 @@ impl TracingObserver {
     }
 }
 
+// Strings a caller or a guest chose (a module's name, an export's name, the path a guest asked
+// for) are recorded as `&str` fields, never with `%` (Display): the human format writes a
+// `&str` escaped and quoted, so a newline or an escape sequence in one cannot start a forged
+// log line or reach a terminal; the JSON format escapes either way.
 impl Observer for TracingObserver {
     fn on_event(&self, event: &Event<'_>) {
         match *event {
