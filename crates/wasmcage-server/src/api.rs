@@ -449,7 +449,11 @@ impl State {
     fn pool_for(&self, id: &str, policy: &Policy) -> Option<WarmPool> {
         let table = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
         let pool = table.by_id.get(id)?;
-        (pool.sandbox().policy() == policy).then(|| pool.clone())
+        // A full pool is no reason to wait: the request runs cold instead (admission already
+        // bounds what runs at once), so that one key holding every slot of a pool shared by
+        // all the keys that stored the module cannot make another key's request wait or fail.
+        let stats = pool.stats();
+        (pool.sandbox().policy() == policy && stats.in_use < stats.max).then(|| pool.clone())
     }
 
     /// Publishes the stored-module gauges from the module map.

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use serde_json::json;
 
-use crate::serve_hostile::{ADD, BOUND, SLEEPER, Serve, eventually};
+use crate::serve_hostile::{ADD, BOUND, OTHER, SLEEPER, Serve, eventually};
 
 /// The sum of the samples of `name` whose labels include every one of `labels`, in the
 /// server's `/metrics`; `None` when there is no such sample.
@@ -197,4 +197,48 @@ fn waiting_executions_are_counted_and_readyz_is_503_while_draining() {
         serve.child.try_wait().unwrap()
     });
     assert_eq!(status.code(), Some(0), "{}", serve.log());
+}
+
+/// A pool is shared by every key that stored its module: one key holding its only slot must
+/// not make another key's request wait for it (or fail): that request runs cold at once.
+#[test]
+fn a_full_pool_sends_other_requests_cold_instead_of_making_them_wait() {
+    let serve = Serve::start(
+        "[pools]\nevery_module = 1\nmin_ready = 1\nmax_in_use = 1\n[admission]\nwait = \"300ms\"\n[max_limits]\ntimeout = \"3s\"\n",
+    );
+    let module = format!(
+        "{} (func (export \"spin\") (loop (br 0))))",
+        &ADD[..ADD.len() - 1]
+    );
+    let id = serve.upload("shared", &module);
+    assert!(matches!(
+        serve.upload_as(OTHER, "shared", module.as_bytes()).status,
+        200 | 201
+    ));
+    let pool = label("shared", &id);
+    // The first key's spinning call takes the pool's only slot and keeps it for 3 s.
+    let _held = serve.hold(
+        "POST",
+        &format!("/v1/modules/{id}/invoke"),
+        &json!({"export": "spin"}),
+    );
+    eventually("the spin holds the pool's slot", || {
+        (count(&serve, "wasmcage_pool_slots_in_use", &[("pool", &pool)]) == 1.0).then_some(())
+    });
+    // Waiting for the slot would outlast the 300 ms admission wait and end in 503 `busy`.
+    let out = serve.send(
+        "POST",
+        &format!("/v1/modules/{id}/invoke"),
+        Some(OTHER),
+        json!({"export": "add", "args": [2, 3]})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(out.status, 200, "{out:?}");
+    assert_eq!(out.json()["results"], json!([5]));
+    assert_eq!(
+        count(&serve, "wasmcage_pool_slots_in_use", &[("pool", &pool)]),
+        1.0,
+        "the held slot was not taken"
+    );
 }

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 /// API keys long enough for the server to accept.
 pub(crate) const KEY: &str = "hostile-suite-key-0123456789";
-const OTHER: &str = "hostile-suite-other-0123456789";
+pub(crate) const OTHER: &str = "hostile-suite-other-0123456789";
 
 /// How long any wait for a state may take before the test fails; only a broken server
 /// comes near it.
