@@ -1179,9 +1179,26 @@ fn alert_json(a: &wasmcage::alert::ActiveAlert) -> Json_ {
 }
 
 /// `GET /v1/alerts`: the pending and firing alerts.
-async fn alerts(axum::extract::State(state): axum::extract::State<Arc<State>>) -> Json<Json_> {
+/// With `alert_keys` set, only those keys see and acknowledge alerts (403 `forbidden`).
+fn may_see_alerts(state: &State, who: &str) -> Result<(), ApiError> {
+    let keys = &state.config.alert_keys;
+    if keys.is_empty() || keys.iter().any(|k| k.as_str() == who) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "this key may not see or acknowledge alerts (see alert_keys)",
+    ))
+}
+
+async fn alerts(
+    axum::extract::State(state): axum::extract::State<Arc<State>>,
+    Extension(Caller(who)): Extension<Caller>,
+) -> Result<Json<Json_>, ApiError> {
+    may_see_alerts(&state, &who)?;
     let Some(alerting) = state.cage.alerting() else {
-        return Json(json!({"enabled": false, "alerts": []}));
+        return Ok(Json(json!({"enabled": false, "alerts": []})));
     };
     let active: Vec<Json_> = alerting
         .engine()
@@ -1189,14 +1206,16 @@ async fn alerts(axum::extract::State(state): axum::extract::State<Arc<State>>) -
         .iter()
         .map(alert_json)
         .collect();
-    Json(json!({"enabled": true, "alerts": active}))
+    Ok(Json(json!({"enabled": true, "alerts": active})))
 }
 
 /// `POST /v1/alerts/{rule}/ack`: acknowledges a firing alert, which stops its escalation.
 async fn acknowledge(
     axum::extract::State(state): axum::extract::State<Arc<State>>,
+    Extension(Caller(who)): Extension<Caller>,
     Path(rule): Path<String>,
 ) -> Result<Json<Json_>, ApiError> {
+    may_see_alerts(&state, &who)?;
     let Some(alerting) = state.cage.alerting() else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -1206,7 +1225,7 @@ async fn acknowledge(
     };
     match alerting.engine().acknowledge(&rule) {
         Ok(alert) => {
-            tracing::info!(target: "wasmcage::alert", rule = %alert.rule, "alert acknowledged");
+            tracing::info!(target: "wasmcage::alert", rule = alert.rule.as_str(), key_id = &*key_id(&who), "alert acknowledged");
             Ok(Json(json!({"alert": alert_json(&alert)})))
         }
         Err(e @ wasmcage::alert::AcknowledgeError::UnknownRule(_)) => Err(ApiError::new(

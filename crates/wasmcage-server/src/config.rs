@@ -42,6 +42,10 @@ pub struct ServerConfig {
     /// Whether `/metrics` and `/metrics/performance` need a valid API key like `/v1`
     /// (file key `metrics_require_key`, default `false`). The probes never need one.
     pub metrics_require_key: bool,
+    /// The API keys that may list and acknowledge alerts (file key `alert_keys`, default
+    /// none: any valid key may). Each must be one of `api_keys`; with them set, a tenant's key
+    /// cannot silence the page its own traffic raised.
+    pub alert_keys: Vec<String>,
     /// How failed authentication is throttled per client IP (file table `[auth_throttle]`).
     pub auth_throttle: AuthThrottle,
     /// Bounds on concurrent executions and their memory (file table `[admission]`).
@@ -417,6 +421,7 @@ impl Default for ServerConfig {
             allowed_env: Vec::new(),
             rate_limit: None,
             metrics_require_key: false,
+            alert_keys: Vec::new(),
             auth_throttle: AuthThrottle {
                 max_failures: 10,
                 window: Duration::from_secs(60),
@@ -470,6 +475,7 @@ struct File {
     request_timeout: Option<String>,
     allowed_env: Option<Vec<String>>,
     metrics_require_key: Option<bool>,
+    alert_keys: Option<Vec<String>>,
     max_stdin: Option<String>,
     header_read_timeout: Option<String>,
     body_read_timeout: Option<String>,
@@ -637,6 +643,9 @@ impl ServerConfig {
         }
         if let Some(rate) = file.rate_limit {
             c.rate_limit = Some(rate);
+        }
+        if let Some(v) = file.alert_keys {
+            c.alert_keys = v;
         }
         if let Some(v) = file.metrics_require_key {
             c.metrics_require_key = v;
@@ -986,6 +995,16 @@ impl ServerConfig {
                 return Err(bad(key, "must be longer than zero"));
             }
         }
+        if let Some(i) = self
+            .alert_keys
+            .iter()
+            .position(|k| !self.api_keys.contains(k))
+        {
+            return Err(bad(
+                "alert_keys",
+                format!("key #{} is not one of api_keys", i + 1),
+            ));
+        }
         if self.health.failure_threshold == 0 {
             return Err(bad("health.failure_threshold", "must be at least 1"));
         }
@@ -1075,6 +1094,12 @@ impl ServerConfig {
             allowed_env: Some(self.allowed_env.clone()),
             rate_limit: self.rate_limit,
             metrics_require_key: Some(self.metrics_require_key),
+            alert_keys: Some(
+                self.alert_keys
+                    .iter()
+                    .map(|_| "<redacted>".to_owned())
+                    .collect(),
+            ),
             max_stdin: Some(self.max_stdin_bytes.to_string()),
             header_read_timeout: Some(ms(self.header_read_timeout)),
             body_read_timeout: Some(ms(self.body_read_timeout)),

@@ -286,3 +286,44 @@ async fn module_names_with_control_characters_are_refused() {
     assert!(status == 201 || status == 200, "{body}");
     s.shut_down().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_alert_keys_only_those_keys_see_and_acknowledge_alerts() {
+    let s = start(|c| {
+        c.api_keys = vec![KEY_A.into(), super::KEY_B.into()];
+        c.alert_keys = vec![KEY_A.into()];
+    })
+    .await;
+    let get = |key: &'static str| {
+        let (client, base) = (s.client.clone(), s.base.clone());
+        async move {
+            client
+                .get(format!("{base}/v1/alerts"))
+                .header("x-api-key", key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(get(KEY_A).await, 200);
+    assert_eq!(get(super::KEY_B).await, 403);
+    let r = s
+        .post_with("/v1/alerts/AnyRule/ack", super::KEY_B, json!({}))
+        .await;
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "forbidden");
+    s.shut_down().await;
+
+    // A key in alert_keys must be one of api_keys.
+    let mut config = wasmcage_server::ServerConfig {
+        api_keys: vec![KEY_A.into()],
+        alert_keys: vec!["not-one-of-the-api-keys-000".into()],
+        ..wasmcage_server::ServerConfig::default()
+    };
+    assert!(config.validate().is_err());
+    config.alert_keys = vec![KEY_A.into()];
+    assert!(config.validate().is_ok());
+}
