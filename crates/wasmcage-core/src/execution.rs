@@ -51,7 +51,7 @@ pub(crate) struct Execution<'a> {
 
 impl<'a> Execution<'a> {
     /// Gives the execution its ids and tells the observers it is starting.
-    pub(crate) fn begin(sandbox: &'a Sandbox, module: &'a Module, plan: &Plan<'a>) -> Self {
+    pub(crate) fn begin(sandbox: &'a Sandbox, module: &'a Module, plan: &Plan) -> Self {
         let context = ExecutionContext {
             execution_id: ExecutionId::next(),
             sandbox_id: sandbox.id(),
@@ -103,7 +103,7 @@ impl<'a> Execution<'a> {
     }
 
     /// Runs the entry on an assigned store, classifies the end and reports it once.
-    pub(crate) fn run(mut self, plan: Plan<'_>, assigned: Assigned, io: Option<Io>) -> Finished {
+    pub(crate) fn run(mut self, plan: Plan, assigned: Assigned, io: Option<Io>) -> Finished {
         let observer = self.sandbox.observer();
         let limits = self.sandbox.limits();
         let execution_id = self.context.execution_id;
@@ -135,7 +135,7 @@ impl<'a> Execution<'a> {
                     Some(func) => func.call(&mut store, &plan.params, &mut results),
                     None => Err(wasmtime::Error::msg(format!(
                         "export `{}` is missing from the instance",
-                        plan.entry
+                        plan.name
                     ))),
                 };
                 match called {

@@ -420,7 +420,7 @@ impl PoolInner {
         Ok(Slot(self))
     }
 
-    fn execute(&self, mut plan: Plan<'_>) -> Result<Finished, Error> {
+    fn execute(&self, mut plan: Plan) -> Result<Finished, Error> {
         let asked = Instant::now();
         self.module.instance_pre()?;
         let _slot = self.acquire_slot(asked)?;
@@ -463,7 +463,7 @@ impl PoolInner {
     fn assign_warm(
         &self,
         ready: Ready,
-        plan: &mut Plan<'_>,
+        plan: &mut Plan,
         execution: &Execution<'_>,
     ) -> Result<(Assigned, Option<crate::store::Io>), Error> {
         let mut store = ready.store;

@@ -113,9 +113,8 @@ struct SandboxInner {
 }
 
 /// What the shared execution path needs to know about one execution.
-pub(crate) struct Plan<'a> {
+pub(crate) struct Plan {
     pub(crate) kind: ExecutionKind,
-    pub(crate) entry: &'a str,
     /// The entry's name as the module holds it, for the events and the report.
     pub(crate) name: Arc<str>,
     /// The entry among the module's exports, resolved when the module was compiled.
@@ -128,9 +127,9 @@ pub(crate) struct Plan<'a> {
     pub(crate) cancel: Option<CancelFlag>,
 }
 
-impl<'a> Plan<'a> {
+impl Plan {
     /// Checks the arguments against the export's signature; nothing runs on a mismatch.
-    pub(crate) fn call(module: &Module, export: &'a str, args: &[Value]) -> Result<Self, Error> {
+    pub(crate) fn call(module: &Module, export: &str, args: &[Value]) -> Result<Self, Error> {
         let entry = module.entry(export)?;
         let (Some(expected), Some(results)) = (&entry.params, entry.results) else {
             return Err(Error::UnsupportedSignature {
@@ -151,7 +150,6 @@ impl<'a> Plan<'a> {
         }
         Ok(Plan {
             kind: ExecutionKind::Call,
-            entry: export,
             name: entry.name.clone(),
             export: entry.export,
             params: args.iter().map(|a| a.to_wasmtime()).collect(),
@@ -174,7 +172,6 @@ impl<'a> Plan<'a> {
         };
         Ok(Plan {
             kind: ExecutionKind::Command,
-            entry: "_start",
             name: entry.name.clone(),
             export: entry.export,
             params: Vec::new(),
@@ -353,7 +350,7 @@ impl Sandbox {
     }
 
     /// The one execution path for a sandbox without a pool: a fresh store and instance.
-    pub(crate) fn execute(&self, module: &Module, mut plan: Plan<'_>) -> Result<Finished, Error> {
+    pub(crate) fn execute(&self, module: &Module, mut plan: Plan) -> Result<Finished, Error> {
         // What can fail as the caller's error is checked before the execution starts.
         self.check_engine(module)?;
         module.instance_pre()?;
@@ -369,7 +366,7 @@ impl Sandbox {
     pub(crate) fn cold(
         &self,
         module: &Module,
-        plan: &mut Plan<'_>,
+        plan: &mut Plan,
         context: ExecutionContext,
         started: Instant,
     ) -> Result<(Assigned, Option<Io>), Error> {
@@ -394,7 +391,7 @@ impl Sandbox {
         &self,
         store: &mut Store<StoreState>,
         module: &Module,
-        plan: &mut Plan<'_>,
+        plan: &mut Plan,
         context: ExecutionContext,
     ) -> Result<Option<Io>, Error> {
         store.data_mut().context = Some(context);

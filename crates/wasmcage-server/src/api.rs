@@ -963,14 +963,18 @@ struct KeyId(Arc<str>);
 #[derive(Clone, Copy)]
 pub(crate) struct CallerTrace(pub(crate) Option<TraceParent>);
 
+/// The first 12 hex digits of the key's digest as the store knows it ([`owner_of`]).
 fn key_id(key: &str) -> Arc<str> {
-    use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(key.as_bytes());
-    digest[..6]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>()
-        .into()
+    owner_of(key)[..12].into()
+}
+
+/// 64 bits no two calls share in practice (a fresh `RandomState` is seeded per call), mixed
+/// with `seed`: for ids, never for secrets.
+fn random_u64(seed: &[u8]) -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write(seed);
+    h.finish()
 }
 
 /// A process-unique request id: a random prefix chosen at start and a counter.
@@ -980,25 +984,17 @@ fn request_id() -> String {
     static PREFIX: OnceLock<u32> = OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(1);
     let prefix = PREFIX.get_or_init(|| {
-        use std::hash::{BuildHasher as _, Hasher as _};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        h.finish() as u32
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        random_u64(&now.to_le_bytes()) as u32
     });
     format!("{prefix:08x}-{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// A span id for the service's side of a continued trace, in the response's `traceparent`.
 fn span_id(request: &str) -> [u8; 8] {
-    use std::hash::{BuildHasher as _, Hasher as _};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write(request.as_bytes());
-    let id = h.finish().max(1);
-    id.to_be_bytes()
+    random_u64(request.as_bytes()).max(1).to_be_bytes()
 }
 
 /// The outermost layer: the request id, the caller's trace context, the in-flight gauge, the
