@@ -703,6 +703,7 @@ fn run_case(harness: &Harness, bytes: &[u8]) -> Result<Vec<String>, String> {
             let input = CommandInput {
                 args: vec!["fuzz".into()],
                 stdin: b"input for the fuzzed guest\n".to_vec().into(),
+                runtime: None,
             };
             match guarded(&what, || sandbox.run_command(&module, input))? {
                 Ok(out) => {

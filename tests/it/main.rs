@@ -6,6 +6,7 @@ mod common;
 mod fuzz;
 mod health;
 mod hostile;
+mod interactive;
 mod limits;
 mod metrics;
 mod outcomes;

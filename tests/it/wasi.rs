@@ -26,6 +26,7 @@ fn a_command_reads_stdin_and_writes_stdout() {
             CommandInput {
                 args: vec![],
                 stdin: input.clone().into(),
+                runtime: None,
             },
         )
         .unwrap();
@@ -57,6 +58,7 @@ fn a_command_sees_its_arguments() {
             CommandInput {
                 args: vec!["one".into(), "two words".into()],
                 stdin: Default::default(),
+                runtime: None,
             },
         )
         .unwrap();

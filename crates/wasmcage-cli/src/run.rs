@@ -320,6 +320,7 @@ fn run(args: &RunArgs) -> Result<ExitCode> {
                 CommandInput {
                     args: args.guest_args().to_vec(),
                     stdin: stdin.clone(),
+                    runtime: None,
                 },
             )?;
             std::io::stdout().write_all(&out.stdout)?;

@@ -119,6 +119,19 @@ pub enum Error {
     /// engine is in use). Nothing of the guest ran; retry later.
     #[error("no capacity for another execution: {0}")]
     Capacity(String),
+    /// An interactive guest (a pre-started interpreter) ended or failed before it first
+    /// asked for input: it never became ready for code.
+    #[error("the interpreter did not start: {outcome}: {message}")]
+    InterpreterStart {
+        /// How its start-up ended.
+        outcome: wasmcage_events::Outcome,
+        /// What it said (its classified error, or the end of its stderr).
+        message: String,
+    },
+    /// The interactive guest has ended (a turn exited it, or it hit a limit): it takes no
+    /// more turns.
+    #[error("the interpreter has ended and takes no more input")]
+    InterpreterEnded,
     /// The engine or sandbox configuration is inconsistent.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -46,6 +46,7 @@ pub(crate) struct Execution<'a> {
     pub(crate) started: Instant,
     kind: ExecutionKind,
     entry: std::sync::Arc<str>,
+    runtime: Option<std::sync::Arc<wasmcage_events::RuntimeTag>>,
     finished: bool,
 }
 
@@ -57,6 +58,7 @@ impl<'a> Execution<'a> {
             sandbox_id: sandbox.id(),
             trace: plan.trace,
         };
+        let runtime = plan.command.as_ref().and_then(|c| c.runtime.clone());
         sandbox
             .observer()
             .on_event(&Event::ExecutionStarted(&ExecutionStart {
@@ -64,6 +66,7 @@ impl<'a> Execution<'a> {
                 module: module.info().clone(),
                 kind: plan.kind,
                 entry: plan.name.clone(),
+                runtime: runtime.clone(),
             }));
         Execution {
             sandbox,
@@ -72,6 +75,7 @@ impl<'a> Execution<'a> {
             started: Instant::now(),
             kind: plan.kind,
             entry: plan.name.clone(),
+            runtime,
             finished: false,
         }
     }
@@ -99,6 +103,7 @@ impl<'a> Execution<'a> {
             stderr_bytes: 0,
             stdout_truncated: false,
             stderr_truncated: false,
+            runtime: self.runtime.clone(),
         }
     }
 
@@ -195,7 +200,7 @@ impl<'a> Execution<'a> {
             stderr_truncated,
             ..self.base_report(outcome, message)
         };
-        self.report_security(&report, state.limiter.breach);
+        report_security(self.sandbox, &report, state.limiter.breach, limits.timeout);
         // The scratch directory and the WASI context go before the execution is reported
         // finished, so that nothing of it outlives its report.
         drop(state);
@@ -206,70 +211,6 @@ impl<'a> Execution<'a> {
             stdout,
             stderr,
             report,
-        }
-    }
-
-    /// Tells the observers of every limit the execution ran into.
-    fn report_security(&self, report: &ExecutionReport, breach: Option<LimitBreach>) {
-        let limits = self.sandbox.limits();
-        let observer = self.sandbox.observer();
-        let emit = |limit: LimitKind, target: String, action: SecurityAction| {
-            observer.on_event(&Event::Security(&SecurityEvent {
-                kind: SecurityEventKind::LimitExceeded(limit),
-                capability: limit.as_str(),
-                target,
-                action,
-                module: report.module.clone(),
-                execution_id: report.execution_id,
-            }));
-        };
-        let terminated = match report.outcome {
-            Outcome::OutOfFuel => Some((
-                LimitKind::Fuel,
-                format!("{} fuel", limits.fuel.unwrap_or(0)),
-            )),
-            Outcome::Timeout => Some((
-                LimitKind::Timeout,
-                format!("{} ms", limits.timeout.as_millis()),
-            )),
-            Outcome::StackOverflow => Some((
-                LimitKind::Stack,
-                format!("{} bytes", self.sandbox.max_wasm_stack()),
-            )),
-            Outcome::MemoryLimit
-            | Outcome::Trap(TrapKind::TableLimit | TrapKind::InstanceLimit) => {
-                let kind = breach.map_or(LimitKind::Instances, |b| b.kind);
-                let target = breach.map_or_else(
-                    || format!("{} instances", limits.instances),
-                    |b| format!("{} requested, {} allowed", b.requested, b.limit),
-                );
-                Some((kind, target))
-            }
-            _ => None,
-        };
-        if let Some((kind, target)) = terminated {
-            emit(kind, target, SecurityAction::Terminated);
-        } else if let Some(b) = breach.filter(|b| b.kind == LimitKind::Memory) {
-            // The guest was refused memory (memory.grow returned -1) and carried on.
-            emit(
-                LimitKind::Memory,
-                format!("{} requested, {} allowed", b.requested, b.limit),
-                SecurityAction::Denied,
-            );
-        }
-        if report.stdout_truncated {
-            emit(
-                LimitKind::Output,
-                format!("stdout {} bytes", limits.max_stdout_bytes),
-                SecurityAction::Truncated,
-            );
-        }
-        if report.stderr_truncated {
-            emit(
-                LimitKind::Output,
-                format!("stderr {} bytes", limits.max_stderr_bytes),
-                SecurityAction::Truncated,
-            );
         }
     }
 
@@ -297,5 +238,71 @@ impl Drop for Execution<'_> {
         // Only reached when the execution path returned early or panicked: the observers
         // still see this execution finish, so no span or in-flight gauge is left open.
         self.finish_with_host_error("the execution ended with a host error before it finished");
+    }
+}
+
+/// Tells the observers of every limit the execution ran into.
+/// `timeout` is the execution's own (a turn of an interactive guest has its own).
+pub(crate) fn report_security(
+    sandbox: &Sandbox,
+    report: &ExecutionReport,
+    breach: Option<LimitBreach>,
+    timeout: Duration,
+) {
+    let limits = sandbox.limits();
+    let observer = sandbox.observer();
+    let emit = |limit: LimitKind, target: String, action: SecurityAction| {
+        observer.on_event(&Event::Security(&SecurityEvent {
+            kind: SecurityEventKind::LimitExceeded(limit),
+            capability: limit.as_str(),
+            target,
+            action,
+            module: report.module.clone(),
+            execution_id: report.execution_id,
+        }));
+    };
+    let terminated = match report.outcome {
+        Outcome::OutOfFuel => Some((
+            LimitKind::Fuel,
+            format!("{} fuel", limits.fuel.unwrap_or(0)),
+        )),
+        Outcome::Timeout => Some((LimitKind::Timeout, format!("{} ms", timeout.as_millis()))),
+        Outcome::StackOverflow => Some((
+            LimitKind::Stack,
+            format!("{} bytes", sandbox.max_wasm_stack()),
+        )),
+        Outcome::MemoryLimit | Outcome::Trap(TrapKind::TableLimit | TrapKind::InstanceLimit) => {
+            let kind = breach.map_or(LimitKind::Instances, |b| b.kind);
+            let target = breach.map_or_else(
+                || format!("{} instances", limits.instances),
+                |b| format!("{} requested, {} allowed", b.requested, b.limit),
+            );
+            Some((kind, target))
+        }
+        _ => None,
+    };
+    if let Some((kind, target)) = terminated {
+        emit(kind, target, SecurityAction::Terminated);
+    } else if let Some(b) = breach.filter(|b| b.kind == LimitKind::Memory) {
+        // The guest was refused memory (memory.grow returned -1) and carried on.
+        emit(
+            LimitKind::Memory,
+            format!("{} requested, {} allowed", b.requested, b.limit),
+            SecurityAction::Denied,
+        );
+    }
+    if report.stdout_truncated {
+        emit(
+            LimitKind::Output,
+            format!("stdout {} bytes", limits.max_stdout_bytes),
+            SecurityAction::Truncated,
+        );
+    }
+    if report.stderr_truncated {
+        emit(
+            LimitKind::Output,
+            format!("stderr {} bytes", limits.max_stderr_bytes),
+            SecurityAction::Truncated,
+        );
     }
 }

@@ -21,9 +21,23 @@ struct Capture {
     kept: Vec<u8>,
     /// Every byte the guest wrote, kept or dropped.
     total: u64,
+    /// The last bytes written, kept even past the limit (see [`BoundedOutput::take`]).
+    tail: Vec<u8>,
 }
 
+/// How many of the last bytes written [`BoundedOutput::take`] returns.
+pub(crate) const TAIL: usize = 64;
+
 /// A clonable handle on one bounded capture; all clones write to the same buffer.
+/// See [`BoundedOutput::take`].
+#[derive(Debug, Default)]
+pub(crate) struct Taken {
+    pub(crate) kept: Vec<u8>,
+    pub(crate) total: u64,
+    pub(crate) truncated: bool,
+    pub(crate) tail: Vec<u8>,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct BoundedOutput {
     limit: usize,
@@ -44,6 +58,32 @@ impl BoundedOutput {
         let room = self.limit.saturating_sub(capture.kept.len());
         let take = room.min(bytes.len());
         capture.kept.extend_from_slice(&bytes[..take]);
+        let from = bytes.len().saturating_sub(TAIL);
+        capture.tail.extend_from_slice(&bytes[from..]);
+        let excess = capture.tail.len().saturating_sub(TAIL);
+        capture.tail.drain(..excess);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn append_for_test(&self, bytes: &[u8]) {
+        self.append(bytes);
+    }
+
+    /// What was written since the last `take`: the bytes kept (up to the limit), the total
+    /// written, whether that was more than kept, and the last [`TAIL`] bytes written (which
+    /// may lie past the limit). The count starts again from zero, so each turn of an
+    /// interactive guest has its own limit.
+    pub(crate) fn take(&self) -> Taken {
+        let mut capture = self.capture.lock().unwrap_or_else(PoisonError::into_inner);
+        let kept = std::mem::take(&mut capture.kept);
+        let total = std::mem::take(&mut capture.total);
+        let tail = std::mem::take(&mut capture.tail);
+        Taken {
+            truncated: total > kept.len() as u64,
+            kept,
+            total,
+            tail,
+        }
     }
 
     /// The kept bytes, the total written, and whether anything was dropped.
@@ -120,6 +160,30 @@ mod tests {
         out.append(b"abc");
         out.append(b"defgh");
         assert_eq!(out.finish(), (b"abcde".to_vec(), 8, true));
+    }
+
+    #[test]
+    fn take_starts_the_count_again_and_keeps_the_tail_past_the_limit() {
+        let out = BoundedOutput::new(4);
+        out.append(b"abcdef");
+        out.append(b"gh");
+        let first = out.take();
+        assert_eq!(
+            (
+                first.kept.as_slice(),
+                first.total,
+                first.truncated,
+                first.tail.as_slice()
+            ),
+            (&b"abcd"[..], 8, true, &b"abcdefgh"[..])
+        );
+        out.append(&[b'x'; 100]);
+        let second = out.take();
+        assert_eq!(
+            (second.kept.len(), second.total, second.tail.len()),
+            (4, 100, TAIL)
+        );
+        assert_eq!(out.take().total, 0);
     }
 
     #[test]

@@ -19,6 +19,9 @@ pub struct CommandInput {
     /// than copied when the input is cloned), after which stdin is at end of file, or a
     /// [`StreamedStdin`](crate::StreamedStdin) read as the guest reads.
     pub stdin: crate::Stdin,
+    /// The language runtime whose interpreter this command is, when it runs code for one:
+    /// it goes into the execution's events and report.
+    pub runtime: Option<Arc<wasmcage_events::RuntimeTag>>,
 }
 
 /// What a call of an export produced.
@@ -410,6 +413,16 @@ impl Sandbox {
         let input = plan.command.take().unwrap_or_default();
         crate::store::attach_wasi(store, &self.inner.policy, module, input, &io, guard)?;
         Ok(Some(io))
+    }
+
+    /// Whether this sandbox's engine meters fuel.
+    pub(crate) fn engine_meters_fuel(&self) -> bool {
+        self.inner.engine.config().consume_fuel
+    }
+
+    /// The engine's observer, shared.
+    pub(crate) fn engine_observer(&self) -> Arc<dyn wasmcage_events::Observer> {
+        self.inner.engine.inner().observer.clone()
     }
 
     pub(crate) fn max_wasm_stack(&self) -> usize {

@@ -77,6 +77,8 @@ pub(crate) struct StoreState {
     pub(crate) disk_reported: bool,
     /// The engine's epoch tick, to turn the time left into ticks.
     pub(crate) tick: Duration,
+    /// For an interactive guest, where its stdin comes from turn by turn.
+    pub(crate) gate: Option<Arc<crate::interactive::Gate>>,
 }
 
 impl StoreState {
@@ -179,6 +181,7 @@ pub(crate) fn new_store(
             opened_files: false,
             disk_reported: false,
             tick,
+            gate: None,
         },
     );
     store.limiter(|s| &mut s.limiter);
@@ -196,7 +199,7 @@ fn on_epoch(ctx: StoreContextMut<'_, StoreState>) -> wasmtime::Result<UpdateDead
 
 /// The epoch ticks from `now` until the store should look again: its deadline, or sooner
 /// when it can be cancelled.
-fn next_check(state: &StoreState, now: Instant) -> u64 {
+pub(crate) fn next_check(state: &StoreState, now: Instant) -> u64 {
     let ticks = ticks(state.deadline.saturating_duration_since(now), state.tick);
     if state.cancel.is_some() {
         ticks.min(CANCEL_CHECK_TICKS)

@@ -59,6 +59,7 @@ pub(crate) fn install(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
     linker.func_wrap(WASI_P1, "poll_oneoff", poll_oneoff)?;
     linker.func_wrap(WASI_P1, "path_open", path_open)?;
     linker.func_wrap(WASI_P1, "random_get", random_get)?;
+    linker.func_wrap(WASI_P1, "fd_read", fd_read)?;
     linker.func_wrap(WASI_P1, "fd_write", fd_write)?;
     linker.func_wrap(WASI_P1, "fd_pwrite", fd_pwrite)?;
     linker.func_wrap(WASI_P1, "fd_allocate", fd_allocate)?;
@@ -404,6 +405,76 @@ fn read_u32(memory: &[u8], at: i32) -> Option<u32> {
     let at = at as u32 as usize;
     let b = memory.get(at..at.checked_add(4)?)?;
     Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// `fd_read`: wasmtime-wasi's own, except stdin of an interactive guest, which reads the
+/// current turn's input from its gate (see `interactive.rs`), copied straight into the
+/// guest's buffers.
+fn fd_read(
+    mut caller: Caller<'_, StoreState>,
+    fd: i32,
+    iovs: i32,
+    iovs_len: i32,
+    nread: i32,
+) -> wasmtime::Result<i32> {
+    let Some(memory) = memory_of(&mut caller) else {
+        return Ok(ERRNO_INVAL);
+    };
+    let gate = match (fd, &caller.data().gate) {
+        (0, Some(gate)) => gate.clone(),
+        _ => {
+            return call_wasi(&mut caller, memory, |wasi, guest| {
+                wasmtime_wasi::runtime::in_tokio(p1::fd_read(
+                    wasi, guest, fd, iovs, iovs_len, nread,
+                ))
+            });
+        }
+    };
+    // Every buffer is checked against the guest's memory before anything is read.
+    let Some(buffers) = iovecs(memory.data(&caller), iovs, iovs_len) else {
+        return Ok(ERRNO_FAULT);
+    };
+    if read_u32(memory.data(&caller), nread).is_none() {
+        return Ok(ERRNO_FAULT);
+    }
+    let want: u64 = buffers.iter().map(|&(_, len)| u64::from(len)).sum();
+    let want = usize::try_from(want).unwrap_or(usize::MAX);
+    let bytes = if want == 0 {
+        bytes::Bytes::new()
+    } else {
+        crate::interactive::read_stdin(&mut caller, &gate, want)?
+    };
+    let data = memory.data_mut(&mut caller);
+    let mut rest = &bytes[..];
+    for (at, len) in buffers {
+        if rest.is_empty() {
+            break;
+        }
+        let n = rest.len().min(len as usize);
+        let at = at as usize;
+        data[at..at + n].copy_from_slice(&rest[..n]);
+        rest = &rest[n..];
+    }
+    let n = bytes.len() as u32;
+    let at = nread as u32 as usize;
+    data[at..at + 4].copy_from_slice(&n.to_le_bytes());
+    Ok(ERRNO_SUCCESS)
+}
+
+/// The `(address, length)` of each buffer of an iovec array, every one inside `memory`;
+/// `None` if the array or any buffer is not.
+fn iovecs(memory: &[u8], iovs: i32, count: i32) -> Option<Vec<(u32, u32)>> {
+    let (start, count) = (iovs as u32 as usize, count as u32 as usize);
+    let table = memory.get(start..start.checked_add(count.checked_mul(8)?)?)?;
+    table
+        .chunks_exact(8)
+        .map(|iov| {
+            let at = u32::from_le_bytes([iov[0], iov[1], iov[2], iov[3]]);
+            let len = u32::from_le_bytes([iov[4], iov[5], iov[6], iov[7]]);
+            let end = (at as usize).checked_add(len as usize)?;
+            (end <= memory.len()).then_some((at, len))
+        })
+        .collect()
 }
 
 fn fd_write(

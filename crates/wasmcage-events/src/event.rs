@@ -176,6 +176,8 @@ pub struct ExecutionStart {
     pub kind: ExecutionKind,
     /// The export, or `_start`.
     pub entry: Arc<str>,
+    /// The language runtime the code runs in, if any.
+    pub runtime: Option<Arc<crate::RuntimeTag>>,
 }
 
 /// A module was compiled (or taken from a cache) and is ready to instantiate.
@@ -383,6 +385,68 @@ pub struct PoolEvent {
     pub max: u64,
 }
 
+/// A language runtime's pre-started interpreters or sessions changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuntimeEvent {
+    /// The runtime's name, as installed: operators choose it, and an observer that uses it
+    /// as a label must bound it (as `wasmcage-metrics` does).
+    pub runtime: Arc<str>,
+    /// What happened.
+    pub kind: RuntimeEventKind,
+}
+
+/// What happened to a runtime's pool or sessions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RuntimeEventKind {
+    /// An execution was given an interpreter: a pre-started one (`warm`), or one started
+    /// for it because none was ready; `wait` is how long the execution waited for it.
+    Assigned {
+        /// Whether the interpreter had been started ahead.
+        warm: bool,
+        /// From asking for an interpreter to having one.
+        wait: Duration,
+    },
+    /// The pool's pre-started interpreters now number `ready` (of `target`).
+    PoolSize {
+        /// Interpreters started and waiting for code.
+        ready: u64,
+        /// How many the pool keeps ready.
+        target: u64,
+    },
+    /// A pre-started interpreter failed to start (its module trapped or ran out of its
+    /// start-up budget).
+    StartFailed,
+    /// A session was created.
+    SessionCreated,
+    /// A session ended.
+    SessionEnded(SessionEnd),
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SessionEnd {
+    /// Its owner deleted it.
+    Deleted,
+    /// It was idle past its expiry.
+    Expired,
+    /// Its interpreter ended (a cell exited the process, trapped or hit a limit).
+    Died,
+    /// The host shut down.
+    Shutdown,
+}
+
+impl SessionEnd {
+    /// The stable lowercase name, as used in JSON and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionEnd::Deleted => "deleted",
+            SessionEnd::Expired => "expired",
+            SessionEnd::Died => "died",
+            SessionEnd::Shutdown => "shutdown",
+        }
+    }
+}
+
 /// The health of one check, or of the whole process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum HealthStatus {
@@ -462,4 +526,6 @@ pub enum Event<'a> {
     Cache(&'a CacheEvent),
     /// A warm pool was used or changed.
     Pool(&'a PoolEvent),
+    /// A language runtime's pool of pre-started interpreters or its sessions changed.
+    Runtime(&'a RuntimeEvent),
 }

@@ -26,9 +26,11 @@ pub mod units;
 pub use event::{
     CacheEvent, CacheEventKind, CacheTier, CompileEvent, Event, ExecutionContext, ExecutionStart,
     HealthChange, HealthStatus, InstantiateEvent, LimitKind, ModuleHash, ModuleInfo, PoolEvent,
-    PoolEventKind, SecurityAction, SecurityEvent, SecurityEventKind, TraceParent,
+    PoolEventKind, RuntimeEvent, RuntimeEventKind, SecurityAction, SecurityEvent,
+    SecurityEventKind, SessionEnd, TraceParent,
 };
 pub use observer::{FanOut, NoopObserver, Observer, RecordedEvent, RecordingObserver};
 pub use report::{
-    ExecutionId, ExecutionKind, ExecutionReport, Outcome, OutcomeKind, SandboxId, TrapKind,
+    ExecutionId, ExecutionKind, ExecutionReport, ExecutionType, Outcome, OutcomeKind, RuntimeTag,
+    SandboxId, TrapKind,
 };

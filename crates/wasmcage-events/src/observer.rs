@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::{
     CacheEvent, CompileEvent, Event, ExecutionReport, ExecutionStart, HealthChange,
-    InstantiateEvent, ModuleInfo, PoolEvent, SecurityEvent,
+    InstantiateEvent, ModuleInfo, PoolEvent, RuntimeEvent, SecurityEvent,
 };
 
 /// Something that watches the sandbox: metrics, tracing, health, or a test.
@@ -113,6 +113,8 @@ pub enum RecordedEvent {
     Cache(CacheEvent),
     /// See [`Event::Pool`].
     Pool(PoolEvent),
+    /// See [`Event::Runtime`].
+    Runtime(RuntimeEvent),
 }
 
 impl RecordedEvent {
@@ -133,6 +135,7 @@ impl RecordedEvent {
             Event::HealthChanged(e) => RecordedEvent::HealthChanged(e.clone()),
             Event::Cache(e) => RecordedEvent::Cache(e.clone()),
             Event::Pool(e) => RecordedEvent::Pool(e.clone()),
+            Event::Runtime(e) => RecordedEvent::Runtime(e.clone()),
         }
     }
 }

@@ -320,6 +320,40 @@ pub struct ExecutionReport {
     pub stdout_truncated: bool,
     /// Whether stderr exceeded its capture limit and was cut.
     pub stderr_truncated: bool,
+    /// The language runtime (interpreter) this execution ran code in, if any.
+    pub runtime: Option<Arc<RuntimeTag>>,
+}
+
+/// The language runtime an execution ran code in: which interpreter, which version, and
+/// whether the code ran one-shot or as one cell of a session.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RuntimeTag {
+    /// The runtime's name, as installed (`python`, `javascript`, or an operator's own).
+    pub name: Arc<str>,
+    /// The language's version, as its manifest says (`3.12.0`).
+    pub version: Arc<str>,
+    /// One-shot code, or one cell of a session.
+    pub execution_type: ExecutionType,
+}
+
+/// How code reached a language runtime: LLMSafeSpace's `execution_type` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionType {
+    /// A fresh interpreter ran the code and ended.
+    Oneshot,
+    /// One cell of a stateful session.
+    Session,
+}
+
+impl ExecutionType {
+    /// The stable lowercase name, as used in JSON and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionType::Oneshot => "oneshot",
+            ExecutionType::Session => "session",
+        }
+    }
 }
 
 impl ExecutionReport {
@@ -370,6 +404,12 @@ struct ReportJson {
     stderr_bytes: u64,
     stdout_truncated: bool,
     stderr_truncated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    runtime: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    runtime_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    execution_type: Option<ExecutionType>,
 }
 
 impl From<ExecutionReport> for ReportJson {
@@ -397,6 +437,9 @@ impl From<ExecutionReport> for ReportJson {
             stderr_bytes: r.stderr_bytes,
             stdout_truncated: r.stdout_truncated,
             stderr_truncated: r.stderr_truncated,
+            runtime: r.runtime.as_ref().map(|t| t.name.to_string()),
+            runtime_version: r.runtime.as_ref().map(|t| t.version.to_string()),
+            execution_type: r.runtime.as_ref().map(|t| t.execution_type),
         }
     }
 }
@@ -442,6 +485,13 @@ impl TryFrom<ReportJson> for ExecutionReport {
             stderr_bytes: j.stderr_bytes,
             stdout_truncated: j.stdout_truncated,
             stderr_truncated: j.stderr_truncated,
+            runtime: j.runtime.map(|name| {
+                Arc::new(RuntimeTag {
+                    name: name.into(),
+                    version: j.runtime_version.unwrap_or_default().into(),
+                    execution_type: j.execution_type.unwrap_or(ExecutionType::Oneshot),
+                })
+            }),
         })
     }
 }

@@ -2034,6 +2034,7 @@ async fn run(
         let input = CommandInput {
             args: req.args,
             stdin: stdin.into(),
+            runtime: None,
         };
         let out = match state.pool_for(&id, &policy) {
             Some(pool) => pool.run_command_async_holding(input, trace, admitted).await,

@@ -85,11 +85,12 @@ pub use wasmcage_core::{
 };
 pub use wasmcage_core::{
     CallOutput, CommandInput, CommandOutput, CompileLimits, Engine, EngineConfig, Error,
-    ExecutionKind, ExecutionReport, ExportInfo, Limits, Module, OnExhausted, Outcome, OutcomeKind,
-    PoolConfig, PoolStats, PoolingConfig, Sandbox, SandboxBuilder, Stdin, StreamedStdin,
-    TraceParent, TrapKind, Value, ValueType, WarmPool,
+    ExecutionKind, ExecutionReport, ExportInfo, Interactive, Limits, Module, OnExhausted, Outcome,
+    OutcomeKind, PoolConfig, PoolStats, PoolingConfig, Sandbox, SandboxBuilder, Startup, Stdin,
+    StreamedStdin, TraceParent, TrapKind, TurnLimits, TurnOutput, Value, ValueType, WarmPool,
 };
 pub use wasmcage_events::{Event, FanOut, NoopObserver, Observer, RecordingObserver};
+pub use wasmcage_events::{ExecutionType, RecordedEvent, RuntimeTag};
 
 /// The README's Rust example, compiled and run as a doc test so that it cannot drift.
 #[cfg(doctest)]
