@@ -105,6 +105,8 @@ struct GateState {
     ended: Option<Ended>,
     /// The host is gone: the guest reads end of file.
     closed: bool,
+    /// The guest's scratch directory on the host, if its policy grants one.
+    scratch: Option<std::path::PathBuf>,
 }
 
 struct Handover {
@@ -354,6 +356,12 @@ impl Interactive {
     /// Whether the guest is waiting for another turn.
     pub fn is_alive(&self) -> bool {
         self.alive
+    }
+
+    /// The host directory behind the guest's scratch directory (the sandbox policy's
+    /// `scratch`), for the host to put files in before a turn; `None` without one.
+    pub fn scratch_dir(&self) -> Option<std::path::PathBuf> {
+        self.gate.lock().scratch.clone()
     }
 
     /// The module the guest runs.
@@ -643,6 +651,7 @@ fn run_guest(
     {
         return host_error(e.to_string());
     }
+    gate.lock().scratch = store.data().scratch.as_ref().map(|d| d.path().to_owned());
     let (instance, duration) = match sandbox.instantiate(module, &mut store) {
         Ok(done) => done,
         Err(e) => return host_error(e.to_string()),
