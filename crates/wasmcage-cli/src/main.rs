@@ -6,6 +6,7 @@ use clap::Parser;
 
 mod policy_cmd;
 mod run;
+mod runtime_cmd;
 mod serve;
 mod units;
 
@@ -24,6 +25,7 @@ enum Command {
     Run(run::RunArgs),
     Policy(policy_cmd::PolicyArgs),
     Serve(serve::ServeArgs),
+    Runtime(runtime_cmd::RuntimeArgs),
     /// Compiles one module from stdin to stdout under the given budget; the engine runs
     /// this in a child process (see `CompileWorker`). Not for people.
     #[command(hide = true)]
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::main(args),
         Command::Policy(args) => policy_cmd::main(args),
         Command::Serve(args) => serve::main(args),
+        Command::Runtime(args) => runtime_cmd::main(args),
         Command::CompileWorker { options } => {
             let served = wasmcage::core::WorkerOptions::parse(&options)
                 .and_then(|o| wasmcage::core::serve_compile_worker(&o));
