@@ -12,6 +12,7 @@ mod metrics;
 mod outcomes;
 mod policy;
 mod pool;
+mod runtimes;
 mod tidy;
 mod traces;
 mod wasi;

@@ -8,15 +8,22 @@
 //! - [`spec`]: the built-in runtimes (`python`, `javascript`), pinned by the hashes of their
 //!   wheel and module; [`fetch`] downloads and installs one.
 //!
-//! This crate does not run anything: the engine compiles `Installed::module_path`, and the
-//! caller compares the hash the engine computed with the manifest's (`Installed::verify`).
+//! - [`Runtime`]: an installed runtime compiled on an engine and verified against its
+//!   manifest's hash; it runs code cold (`argv_code`) or starts its [`Driver`] in an
+//!   interpreter that waits for code (`wasmcage_core::Interactive`).
+//! - [`InterpreterPool`]: pre-started one-shot interpreters, each used once.
+//! - [`Sessions`]: one interpreter per session, kept between cells, for its owner only.
 
 use std::path::PathBuf;
 
+mod driver;
 mod error;
 mod fetch;
 mod manifest;
+mod pool;
 mod registry;
+mod runner;
+mod session;
 pub mod spec;
 pub mod zip;
 
@@ -26,7 +33,13 @@ pub use manifest::{
     CODE_PLACEHOLDER, DEFAULT_MODULE, Driver, FILE_PLACEHOLDER, LibDir, MANIFEST_FILE, Manifest,
     RuntimeLimits, RuntimeName, Sha256, format_duration, format_size,
 };
+pub use pool::{InterpreterPool, InterpreterPoolStats};
 pub use registry::{AddOptions, Entry, Installed, Registry};
+pub use runner::{
+    Code, MAX_FILES, RunError, Runtime, STARTUP_FUEL, STARTUP_TIMEOUT, WORKSPACE, check_file_name,
+    run_cell, run_oneshot,
+};
+pub use session::{SessionError, SessionInfo, SessionSettings, Sessions};
 pub use spec::RuntimeSpec;
 
 /// The largest module the registry installs (CPython is 26 MB).

@@ -76,6 +76,11 @@ pub use wasmcage_health as health;
 #[cfg(feature = "health")]
 pub mod health_checks;
 
+/// Language runtimes: installed interpreters, pre-started pools and sessions (feature
+/// `runtime`).
+#[cfg(feature = "runtime")]
+pub use wasmcage_runtime as runtime;
+
 mod cage;
 pub use cage::{MonitoringConfig, StartError, Wasmcage, WasmcageBuilder};
 
@@ -84,10 +89,11 @@ pub use wasmcage_core::{
     Randomness,
 };
 pub use wasmcage_core::{
-    CallOutput, CommandInput, CommandOutput, CompileLimits, Engine, EngineConfig, Error,
-    ExecutionKind, ExecutionReport, ExportInfo, Interactive, Limits, Module, OnExhausted, Outcome,
-    OutcomeKind, PoolConfig, PoolStats, PoolingConfig, Sandbox, SandboxBuilder, Startup, Stdin,
-    StreamedStdin, TraceParent, TrapKind, TurnLimits, TurnOutput, Value, ValueType, WarmPool,
+    CacheConfig, CallOutput, CommandInput, CommandOutput, CompileLimits, Engine, EngineConfig,
+    Error, ExecutionKind, ExecutionReport, ExportInfo, Interactive, Limits, Module, OnExhausted,
+    Outcome, OutcomeKind, PoolConfig, PoolStats, PoolingConfig, Sandbox, SandboxBuilder, Startup,
+    Stdin, StreamedStdin, TraceParent, TrapKind, TurnLimits, TurnOutput, Value, ValueType,
+    WarmPool,
 };
 pub use wasmcage_events::{Event, FanOut, NoopObserver, Observer, RecordingObserver};
 pub use wasmcage_events::{ExecutionType, RecordedEvent, RuntimeTag};
