@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod exec;
 mod policy_cmd;
 mod run;
 mod runtime_cmd;
@@ -23,6 +24,7 @@ struct Cli {
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     Run(run::RunArgs),
+    Exec(exec::ExecArgs),
     Policy(policy_cmd::PolicyArgs),
     Serve(serve::ServeArgs),
     Runtime(runtime_cmd::RuntimeArgs),
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Run(args) => run::main(args),
+        Command::Exec(args) => exec::main(args),
         Command::Policy(args) => policy_cmd::main(args),
         Command::Serve(args) => serve::main(args),
         Command::Runtime(args) => runtime_cmd::main(args),

@@ -42,7 +42,7 @@ fn parse_disk(text: &str) -> Result<Disk, String> {
 pub(crate) fn effective_policy(
     profile: Option<Profile>,
     file: Option<&std::path::Path>,
-    args: Option<&RunArgs>,
+    args: Option<&SandboxOpts>,
 ) -> Result<Policy> {
     let base = profile.map(Policy::profile).unwrap_or_default();
     let base = match file {
@@ -139,14 +139,22 @@ pub struct RunArgs {
     #[arg(long, value_name = "EXPORT")]
     invoke: Option<String>,
 
+    /// The sandbox: its policy, limits, output, cache.
+    #[command(flatten)]
+    pub(crate) opts: SandboxOpts,
+}
+
+/// The options every command that runs a guest shares: the policy, the limits, the cache.
+#[derive(Debug, clap::Args)]
+pub struct SandboxOpts {
     /// Start from a named profile: `strict`, `standard` or `permissive` (see
     /// `docs/policy.md`). Without one, nothing is granted.
     #[arg(long, value_name = "NAME", value_parser = parse_profile)]
-    profile: Option<Profile>,
+    pub(crate) profile: Option<Profile>,
 
     /// A policy file (TOML) applied on top of the profile.
     #[arg(long, value_name = "FILE")]
-    policy: Option<PathBuf>,
+    pub(crate) policy: Option<PathBuf>,
 
     /// Grant a host directory: `<HOST>[::<GUEST>][:ro]` (read-write unless `:ro`; the guest
     /// path defaults to `/<name>`). Repeatable.
@@ -164,17 +172,17 @@ pub struct RunArgs {
     /// Fuel for the execution (about one unit per instruction), or `none` for unmetered.
     /// Default: the profile's or policy's, else 1000000000.
     #[arg(long, value_name = "N", value_parser = parse_fuel)]
-    fuel: Option<Fuel>,
+    pub(crate) fuel: Option<Fuel>,
 
     /// The most linear memory the guest may use, e.g. `64MiB`. Default: the profile's or
     /// policy's, else 64MiB.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    memory: Option<u64>,
+    pub(crate) memory: Option<u64>,
 
     /// Wall-clock time the execution may take, e.g. `500ms`, `2s`. Default: the profile's
     /// or policy's, else 10s.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
 
     /// The most stdout and the most stderr kept, each, e.g. `1MiB`; the rest is dropped and
     /// the report says so. Default: the profile's or policy's, else 1MiB.
@@ -183,7 +191,7 @@ pub struct RunArgs {
 
     /// The most wasm stack the guest may use, e.g. `512KiB`.
     #[arg(long, value_name = "SIZE", default_value = "512KiB", value_parser = parse_size)]
-    stack: u64,
+    pub(crate) stack: u64,
 
     /// What a guest asking for memory past `--memory` gets: `refuse` (`memory.grow` returns
     /// -1 and the guest carries on, as WebAssembly specifies) or `terminate` (stopped at
@@ -201,7 +209,7 @@ pub struct RunArgs {
     /// host only as the guest reads it, never held whole. Past this many bytes the guest
     /// sees end of file and wasmcage says on stderr that stdin was cut.
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
-    max_stdin: u64,
+    pub(crate) max_stdin: u64,
 
     /// The longest compiling the module may take, e.g. `30s`; compiling runs in a child
     /// process that is stopped at this budget.
@@ -214,7 +222,7 @@ pub struct RunArgs {
 
     /// Write the execution report as JSON to this file, or `-` for stderr.
     #[arg(long, value_name = "PATH")]
-    report: Option<String>,
+    pub(crate) report: Option<String>,
 
     /// Keep compiled native code here so the next run of the same module skips compiling.
     /// Default: `$WASMCAGE_CACHE_DIR`, else `$XDG_CACHE_HOME/wasmcage`, else
@@ -228,7 +236,7 @@ pub struct RunArgs {
 }
 
 /// The cache directory to use, if any.
-fn cache_dir(args: &RunArgs) -> Option<PathBuf> {
+fn cache_dir(args: &SandboxOpts) -> Option<PathBuf> {
     if args.no_cache {
         return None;
     }
@@ -271,7 +279,9 @@ impl RunArgs {
     }
 }
 
-fn run(args: &RunArgs) -> Result<ExitCode> {
+/// The engine for one execution: few instance slots, the on-disk cache (or none, with a
+/// warning, when it is unusable), compiling in a child under the budget.
+pub(crate) fn engine(args: &SandboxOpts) -> Result<Engine> {
     let config = EngineConfig {
         max_wasm_stack: usize::try_from(args.stack).context("--stack is too large")?,
         // One execution needs few instance slots; a small pool reserves little address space.
@@ -299,13 +309,19 @@ fn run(args: &RunArgs) -> Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
-    let module = engine.compile_file(args.module())?;
+    Ok(engine)
+}
+
+fn run(run_args: &RunArgs) -> Result<ExitCode> {
+    let args = &run_args.opts;
+    let engine = engine(args)?;
+    let module = engine.compile_file(run_args.module())?;
     let policy = effective_policy(args.profile, args.policy.as_deref(), Some(args))?;
     let sandbox = Sandbox::builder(&engine).policy(policy).build()?;
 
-    let report = match &args.invoke {
+    let report = match &run_args.invoke {
         Some(export) => {
-            let values = typed_values(&module, export, args.guest_args())?;
+            let values = typed_values(&module, export, run_args.guest_args())?;
             let out = sandbox.call(&module, export, &values)?;
             let mut stdout = std::io::stdout().lock();
             for value in &out.results {
@@ -318,7 +334,7 @@ fn run(args: &RunArgs) -> Result<ExitCode> {
             let out = sandbox.run_command(
                 &module,
                 CommandInput {
-                    args: args.guest_args().to_vec(),
+                    args: run_args.guest_args().to_vec(),
                     stdin: stdin.clone(),
                     runtime: None,
                 },
@@ -368,7 +384,7 @@ fn typed_values(module: &wasmcage::Module, export: &str, texts: &[String]) -> Re
 /// The guest's stdin: ours, streamed as the guest reads it, when it is redirected; nothing
 /// when it is a terminal (so that a guest never waits on a person who does not know it is
 /// reading).
-fn guest_stdin(max: u64) -> Stdin {
+pub(crate) fn guest_stdin(max: u64) -> Stdin {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
         Stdin::default()
@@ -377,7 +393,7 @@ fn guest_stdin(max: u64) -> Stdin {
     }
 }
 
-fn write_report(target: Option<&str>, report: &ExecutionReport) -> Result<()> {
+pub(crate) fn write_report(target: Option<&str>, report: &ExecutionReport) -> Result<()> {
     let json = report.to_json();
     match target {
         None => Ok(()),
@@ -391,7 +407,11 @@ fn write_report(target: Option<&str>, report: &ExecutionReport) -> Result<()> {
 }
 
 /// Prints a one-line explanation of any failure and picks the exit status.
-fn conclude(report: &ExecutionReport, args: &RunArgs, limits: &wasmcage::Limits) -> ExitCode {
+pub(crate) fn conclude(
+    report: &ExecutionReport,
+    args: &SandboxOpts,
+    limits: &wasmcage::Limits,
+) -> ExitCode {
     let say = |status: u8, what: String| {
         eprintln!("wasmcage: {what}");
         ExitCode::from(status)

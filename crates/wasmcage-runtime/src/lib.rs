@@ -37,7 +37,7 @@ pub use pool::{InterpreterPool, InterpreterPoolStats};
 pub use registry::{AddOptions, Entry, Installed, Registry};
 pub use runner::{
     Code, MAX_FILES, RunError, Runtime, STARTUP_FUEL, STARTUP_TIMEOUT, WORKSPACE, check_file_name,
-    run_cell, run_oneshot,
+    guest_args, run_cell, run_oneshot,
 };
 pub use session::{SessionError, SessionInfo, SessionSettings, Sessions};
 pub use spec::RuntimeSpec;
