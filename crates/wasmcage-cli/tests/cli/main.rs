@@ -2,6 +2,7 @@
 //! real process, real files, real stdin, real TCP.
 
 mod dashboard;
+mod exec;
 mod monitored;
 mod pools;
 mod serve_hostile;
