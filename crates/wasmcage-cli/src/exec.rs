@@ -139,10 +139,7 @@ fn exec(args: &ExecArgs) -> Result<ExitCode> {
             let argv = manifest.argv_for_file(&format!("/app/{file_name}"), &rest)?;
             (argv, Stdin::default())
         }
-        Source::Stdin(rest) => (
-            manifest.argv_for_stdin(&rest)?,
-            guest_stdin(opts.max_stdin),
-        ),
+        Source::Stdin(rest) => (manifest.argv_for_stdin(&rest)?, guest_stdin(opts.max_stdin)),
     };
     let policy = runtime.policy(&policy, false)?;
     let sandbox = Sandbox::builder(&engine).policy(policy).build()?;

@@ -173,6 +173,11 @@ impl Engine {
         })
     }
 
+    /// The observer every execution on this engine reports to.
+    pub fn observer(&self) -> Arc<dyn Observer> {
+        self.inner().observer.clone()
+    }
+
     /// The configuration this engine was built with.
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config

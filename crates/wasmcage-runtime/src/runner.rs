@@ -117,7 +117,8 @@ impl Runtime {
     }
 
     /// `base` with what the interpreter needs: its environment, its library directories
-    /// (read-only), and, with `workspace`, a fresh scratch directory at [`WORKSPACE`].
+    /// (read-only), and, with `workspace`, a fresh scratch directory at [`WORKSPACE`] in
+    /// place of any other scratch directory.
     pub fn policy(&self, base: &Policy, workspace: bool) -> Result<Policy, RuntimeError> {
         let mut policy = base.clone();
         // The interpreter's command line is the runtime's, whole.
@@ -132,7 +133,7 @@ impl Runtime {
                 access: wasmcage_core::policy::Access::ReadOnly,
             });
         }
-        if workspace && policy.scratch.is_none() {
+        if workspace {
             policy.scratch = Some(WORKSPACE.into());
         }
         policy

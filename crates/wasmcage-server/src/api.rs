@@ -31,7 +31,10 @@ use wasmcage::{
 };
 
 use crate::store::{self, Store};
+
+mod lang;
 use crate::{ServerConfig, ServerError};
+pub(crate) use lang::load as load_runtimes;
 
 /// Token buckets per API key, under a limit that `SIGHUP` may change (or remove).
 struct RateLimiter {
@@ -288,6 +291,8 @@ pub(crate) struct State {
     /// Set when shutdown begins: `/readyz` answers 503 and new `/v1` requests are refused
     /// while in-flight ones finish.
     pub(crate) draining: AtomicBool,
+    /// The language runtimes, once loaded in the background (see `lang::load`).
+    langs: lang::Loaded,
 }
 
 impl State {
@@ -380,6 +385,7 @@ impl State {
             cage,
             pools: Mutex::default(),
             draining: AtomicBool::new(false),
+            langs: lang::Loaded::new(),
         })
     }
 
@@ -1124,6 +1130,17 @@ pub(crate) fn router(state: Arc<State>) -> axum::Router {
         .route("/v1/modules/{id}", get(describe).delete(remove))
         .route("/v1/modules/{id}/invoke", post(invoke))
         .route("/v1/modules/{id}/run", post(run))
+        .route("/v1/execute", post(lang::execute))
+        .route("/v1/runtimes", get(lang::list_runtimes))
+        .route(
+            "/v1/sessions",
+            post(lang::create_session).get(lang::list_sessions),
+        )
+        .route(
+            "/v1/sessions/{id}",
+            get(lang::describe_session).delete(lang::delete_session),
+        )
+        .route("/v1/sessions/{id}/execute", post(lang::execute_cell))
         .route("/v1/alerts", get(alerts))
         .route("/v1/alerts/{rule}/ack", post(acknowledge))
         // Layers run outside in: authenticate first, then read the body under its deadline.

@@ -94,9 +94,68 @@ pub struct ServerConfig {
     pub tracing: Tracing,
     /// Warm pools for stored modules (file table `[pools]`).
     pub pools: Pools,
+    /// Language runtimes: `/v1/execute` and `/v1/sessions` (file table `[runtimes]`).
+    pub runtimes: Runtimes,
     /// The file this configuration was read from, re-read on `SIGHUP` (set by
     /// [`ServerConfig::load`]; not a file key).
     pub source: Option<PathBuf>,
+}
+
+/// Language runtimes (Python, JavaScript, or an operator's own interpreter), installed with
+/// `wasmcage runtime fetch|add`, served at `/v1/execute` and `/v1/sessions`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Runtimes {
+    /// Whether to serve them at all (default `true`; with none installed the routes answer
+    /// 400 `unknown_language`).
+    pub enabled: bool,
+    /// Where they are installed (default: `wasmcage runtime`'s data directory,
+    /// `$WASMCAGE_DATA_DIR`, else `$XDG_DATA_HOME/wasmcage`, else `~/.local/share/wasmcage`).
+    pub dir: PathBuf,
+    /// Serve only these runtimes (default: every usable one installed).
+    pub only: Option<Vec<String>>,
+    /// Pre-started interpreters kept ready per runtime (default 2).
+    pub pool_size: usize,
+    /// Sessions at once on this server (default 128).
+    pub max_sessions: usize,
+    /// Sessions at once per API key (default 32).
+    pub max_sessions_per_key: usize,
+    /// A session unused this long ends (default 10 minutes).
+    pub session_idle: Duration,
+    /// The most bytes code may write to its workspace: a one-shot execution's, or a
+    /// session's over all its cells (default 64 MiB).
+    pub workspace_quota: u64,
+}
+
+impl Default for Runtimes {
+    fn default() -> Self {
+        Runtimes {
+            enabled: true,
+            dir: wasmcage::runtime::default_data_dir()
+                .unwrap_or_else(|| std::env::temp_dir().join("wasmcage")),
+            only: None,
+            pool_size: 2,
+            max_sessions: 128,
+            max_sessions_per_key: 32,
+            session_idle: Duration::from_secs(600),
+            workspace_quota: 64 << 20,
+        }
+    }
+}
+
+impl Runtimes {
+    /// How many runtimes' pools the slot reserve assumes (the two built-in runtimes).
+    pub const POOLED_RUNTIMES: usize = 2;
+
+    /// Instances the runtimes may hold while no request runs: every pool's pre-started
+    /// interpreters and every session's.
+    pub fn reserved_instances(&self) -> usize {
+        if !self.enabled {
+            return 0;
+        }
+        self.pool_size
+            .saturating_mul(Self::POOLED_RUNTIMES)
+            .saturating_add(self.max_sessions)
+    }
 }
 
 /// Warm pools for stored modules: pre-instantiated instances, so that an execution starts
@@ -445,6 +504,7 @@ impl Default for ServerConfig {
                 max_module_size: 1 << 20,
                 ..Pools::default()
             },
+            runtimes: Runtimes::default(),
             source: None,
         }
     }
@@ -495,6 +555,20 @@ struct File {
     logging: Option<FileLogging>,
     tracing: Option<FileTracing>,
     pools: Option<FilePools>,
+    runtimes: Option<FileRuntimes>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct FileRuntimes {
+    enabled: Option<bool>,
+    dir: Option<PathBuf>,
+    only: Option<Vec<String>>,
+    pool_size: Option<usize>,
+    max_sessions: Option<usize>,
+    max_sessions_per_key: Option<usize>,
+    session_idle: Option<String>,
+    workspace_quota: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -812,10 +886,39 @@ impl ServerConfig {
                 );
             }
         }
-        // The default number of executions leaves room for the pools' ready instances.
-        if !max_executions_set && c.pools.ready_instances() > 0 {
+        if let Some(r) = file.runtimes {
+            if let Some(v) = r.enabled {
+                c.runtimes.enabled = v;
+            }
+            if let Some(v) = r.dir {
+                c.runtimes.dir = v;
+            }
+            if let Some(v) = r.only {
+                c.runtimes.only = Some(v);
+            }
+            if let Some(v) = r.pool_size {
+                c.runtimes.pool_size = v;
+            }
+            if let Some(v) = r.max_sessions {
+                c.runtimes.max_sessions = v;
+            }
+            if let Some(v) = r.max_sessions_per_key {
+                c.runtimes.max_sessions_per_key = v;
+            }
+            if let Some(v) = r.session_idle {
+                c.runtimes.session_idle =
+                    parse_duration(&v).map_err(|e| bad("runtimes.session_idle", e))?;
+            }
+            if let Some(v) = r.workspace_quota {
+                c.runtimes.workspace_quota =
+                    parse_size(&v).map_err(|e| bad("runtimes.workspace_quota", e))?;
+            }
+        }
+        // The default number of executions leaves room for the pools' ready instances and
+        // the runtimes' interpreters.
+        if !max_executions_set && c.held_instances() > 0 {
             let room = Admission::ENGINE_SLOTS
-                .saturating_sub(c.pools.ready_instances().saturating_mul(c.slots_each()))
+                .saturating_sub(c.held_instances().saturating_mul(c.slots_each()))
                 / c.slots_each();
             c.admission.max_executions = c.admission.max_executions.min(room.max(1));
             c.admission.max_executions_per_key = c
@@ -829,6 +932,14 @@ impl ServerConfig {
     }
 
     /// Pooling slots (memories, tables, instances) one execution may hold.
+    /// Instances held while no request runs: warm pools' ready instances, and the
+    /// runtimes' pre-started and session interpreters.
+    fn held_instances(&self) -> usize {
+        self.pools
+            .ready_instances()
+            .saturating_add(self.runtimes.reserved_instances())
+    }
+
     fn slots_each(&self) -> usize {
         self.max_limits
             .memories
@@ -897,18 +1008,40 @@ impl ServerConfig {
         // Every execution, and every ready instance of a warm pool, may hold up to this many
         // pooling slots (memories or tables).
         let slots_each = self.slots_each();
-        let ready = self.pools.ready_instances();
+        let ready = self.held_instances();
         let room = Admission::ENGINE_SLOTS.saturating_sub(ready.saturating_mul(slots_each));
         if a.max_executions == 0 || a.max_executions.saturating_mul(slots_each) > room {
             return Err(bad(
                 "admission.max_executions",
                 format!(
-                    "{} is out of range; use 1 to {} (the engine has {} instance slots for executions and the warm pools' {ready} ready instances, and each may use {slots_each})",
+                    "{} is out of range; use 1 to {} (the engine has {} instance slots for executions and the {ready} instances warm pools and language runtimes hold, and each may use {slots_each})",
                     a.max_executions,
                     room / slots_each,
                     Admission::ENGINE_SLOTS
                 ),
             ));
+        }
+        let r = &self.runtimes;
+        if r.pool_size > 32 {
+            return Err(bad(
+                "runtimes.pool_size",
+                format!("{} is out of range; use 0 to 32", r.pool_size),
+            ));
+        }
+        if r.max_sessions_per_key > r.max_sessions {
+            return Err(bad(
+                "runtimes.max_sessions_per_key",
+                format!(
+                    "{} is more than runtimes.max_sessions ({})",
+                    r.max_sessions_per_key, r.max_sessions
+                ),
+            ));
+        }
+        if r.session_idle < Duration::from_secs(1) {
+            return Err(bad("runtimes.session_idle", "must be at least 1s"));
+        }
+        if r.workspace_quota == 0 {
+            return Err(bad("runtimes.workspace_quota", "must be larger than zero"));
         }
         // The size of `every_module` pools matters only when there are some.
         let every = (self.pools.every_module > 0).then_some(("pools".to_owned(), self.pools.size));
@@ -1059,6 +1192,12 @@ impl ServerConfig {
                 {
                     *rules = dir.join(&*rules);
                 }
+                // So is a relative runtimes directory.
+                if let Some(dir) = p.parent()
+                    && c.runtimes.dir.is_relative()
+                {
+                    c.runtimes.dir = dir.join(&c.runtimes.dir);
+                }
                 c.source = Some(p.to_owned());
                 Ok(c)
             }
@@ -1166,6 +1305,16 @@ impl ServerConfig {
                         })
                         .collect(),
                 ),
+            }),
+            runtimes: Some(FileRuntimes {
+                enabled: Some(self.runtimes.enabled),
+                dir: Some(self.runtimes.dir.clone()),
+                only: self.runtimes.only.clone(),
+                pool_size: Some(self.runtimes.pool_size),
+                max_sessions: Some(self.runtimes.max_sessions),
+                max_sessions_per_key: Some(self.runtimes.max_sessions_per_key),
+                session_idle: Some(ms(self.runtimes.session_idle)),
+                workspace_quota: Some(self.runtimes.workspace_quota.to_string()),
             }),
             max_limits: Some(FileLimits {
                 memory: Some(self.max_limits.memory_bytes.to_string()),

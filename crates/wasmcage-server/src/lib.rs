@@ -87,6 +87,7 @@ impl Server {
                 source,
             })?;
         tokio::spawn(state.reload());
+        tokio::spawn(api::load_runtimes(state.clone()));
         Ok(Server {
             listener,
             app,

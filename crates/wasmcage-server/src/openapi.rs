@@ -11,6 +11,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("delete", "/v1/modules/{id}"),
     ("post", "/v1/modules/{id}/invoke"),
     ("post", "/v1/modules/{id}/run"),
+    ("post", "/v1/execute"),
+    ("get", "/v1/runtimes"),
+    ("post", "/v1/sessions"),
+    ("get", "/v1/sessions"),
+    ("get", "/v1/sessions/{id}"),
+    ("delete", "/v1/sessions/{id}"),
+    ("post", "/v1/sessions/{id}/execute"),
     ("get", "/v1/alerts"),
     ("post", "/v1/alerts/{rule}/ack"),
     ("get", "/v1/openapi.json"),
@@ -28,6 +35,7 @@ fn error_response(description: &str) -> Value {
 /// The document.
 pub fn document() -> Value {
     let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}, "description": "The module's SHA-256, 64 hex digits."});
+    let session = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}, "description": "The session's id, 32 hex digits."});
     let errors = json!({
         "400": error_response("The request was malformed or refers to something that does not fit (bad JSON, wrong argument types, invalid module)."),
         "401": error_response("An API key is required or was not valid."),
@@ -55,6 +63,36 @@ pub fn document() -> Value {
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}, "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
             "schemas": {
+                "ExecuteRequest": {"type": "object", "required": ["language", "code"], "additionalProperties": false, "properties": {
+                    "language": {"type": "string", "description": "A runtime's name (python, javascript) or language."},
+                    "code": {"type": "string"},
+                    "stdin": {"type": "string", "description": "At most max_stdin bytes (413 stdin_too_large)."},
+                    "files": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Files put in /workspace before the code runs: relative paths (data/in.csv) to contents; at most 256."},
+                    "limits": {"$ref": "#/components/schemas/Limits"},
+                    "profile": {"type": "string", "enum": ["strict", "standard", "permissive"]},
+                    "output": {"type": "string", "enum": ["text", "base64"], "default": "text"}}},
+                "ExecuteResult": {"type": "object", "required": ["exit_code", "outcome", "output_encoding", "stdout", "stderr", "stdout_truncated", "stderr_truncated", "runtime", "language", "version", "report"], "properties": {
+                    "exit_code": {"type": "integer", "nullable": true, "description": "The code's exit status; null when it did not exit (a limit or a trap)."},
+                    "outcome": {"type": "string", "enum": ["completed", "exited", "out_of_fuel", "timeout", "memory_limit", "stack_overflow", "trap", "cancelled"]},
+                    "output_encoding": {"type": "string", "enum": ["text", "base64"]},
+                    "stdout": {"type": "string"}, "stderr": {"type": "string"},
+                    "stdout_truncated": {"type": "boolean"}, "stderr_truncated": {"type": "boolean"},
+                    "runtime": {"type": "string"}, "language": {"type": "string"}, "version": {"type": "string"},
+                    "warm": {"type": "boolean", "description": "Whether a pre-started interpreter ran the code (one-shot only)."},
+                    "report": {"type": "object", "description": "The execution report (docs/monitoring.md), with runtime, runtime_version and execution_type."}}},
+                "CellResult": {"allOf": [{"$ref": "#/components/schemas/ExecuteResult"}, {"type": "object", "required": ["session_alive"], "properties": {"session_alive": {"type": "boolean"}}}]},
+                "CreateSession": {"type": "object", "required": ["language"], "additionalProperties": false, "properties": {
+                    "language": {"type": "string"}, "limits": {"$ref": "#/components/schemas/Limits"},
+                    "profile": {"type": "string", "enum": ["strict", "standard", "permissive"]}}},
+                "CellRequest": {"type": "object", "required": ["code"], "additionalProperties": false, "properties": {
+                    "code": {"type": "string"}, "stdin": {"type": "string", "description": "Python cells read it as sys.stdin."},
+                    "files": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "limits": {"type": "object", "additionalProperties": false, "properties": {"fuel": {"type": "integer"}, "timeout_ms": {"type": "integer"}, "max_output": {"oneOf": [{"type": "integer"}, {"type": "string"}]}}},
+                    "output": {"type": "string", "enum": ["text", "base64"], "default": "text"}}},
+                "Session": {"type": "object", "required": ["id", "runtime", "language", "created_at", "last_used_at", "expires_at", "cells"], "properties": {
+                    "id": {"type": "string"}, "runtime": {"type": "string"}, "language": {"type": "string"},
+                    "created_at": {"type": "string", "format": "date-time"}, "last_used_at": {"type": "string", "format": "date-time"},
+                    "expires_at": {"type": "string", "format": "date-time", "description": "When it ends if unused."}, "cells": {"type": "integer"}}},
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
                 "Module": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "size_bytes": {"type": "integer"}, "imports_wasi": {"type": "boolean"}, "status": {"type": "string", "enum": ["ready", "compiling"]},
                     "exports": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}, "params": {"type": "array", "items": {"type": "string"}}, "results": {"type": "array", "items": {"type": "string"}}}}}}},
@@ -93,6 +131,32 @@ pub fn document() -> Value {
                              "env": {"type": "object", "additionalProperties": {"type": "string"}}, "limits": {"$ref": "#/components/schemas/Limits"}, "profile": {"type": "string", "enum": ["strict", "standard", "permissive"]},
                              "output": {"type": "string", "enum": ["text", "base64"], "default": "text", "description": "How stdout and stderr are returned: UTF-8 text (invalid bytes replaced) or base64 of the exact bytes."}}}}}},
                          "responses": with_errors(json!({"200": {"description": "exit_code, output_encoding, stdout and stderr (each once, in the requested encoding), truncation flags and the report.", "content": {"application/json": {}}}}))}
+            },
+            "/v1/execute": {
+                "post": {"summary": "Run code once in a language runtime (Python, JavaScript, or one the operator installed), on a fresh interpreter: a pre-started one when the request's sandbox is the pool's.",
+                         "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ExecuteRequest"}}}},
+                         "responses": with_errors(json!({"200": {"description": "The code ran (whatever its exit code or outcome).", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ExecuteResult"}}}},
+                                                          "503": error_response("runtimes_loading: the runtimes are still loading after a start; runtime_unavailable: an interpreter failed to start; busy: no capacity. See Retry-After.")}))}
+            },
+            "/v1/runtimes": {"get": {"summary": "The language runtimes this server runs, with their pools.", "responses": with_errors(json!({"200": {"description": "{runtimes: [{name, language, version, sessions, pool: {size, ready, warm, cold} | null}]}", "content": {"application/json": {}}}}))}},
+            "/v1/sessions": {
+                "post": {"summary": "Start a session: an interpreter that keeps variables, imports and /workspace files between cells, for this API key only.",
+                         "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreateSession"}}}},
+                         "responses": with_errors(json!({"201": {"description": "The session.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Session"}}}},
+                                                          "429": error_response("session_limit: this key, or the server, holds its maximum of sessions.")}))},
+                "get": {"summary": "This key's sessions.", "responses": with_errors(json!({"200": {"description": "{sessions: [Session]}", "content": {"application/json": {"schema": {"type": "object", "properties": {"sessions": {"type": "array", "items": {"$ref": "#/components/schemas/Session"}}}}}}}}))}
+            },
+            "/v1/sessions/{id}": {
+                "get": {"summary": "One of this key's sessions.", "parameters": [session], "responses": with_errors(json!({"200": {"description": "The session.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Session"}}}}, "404": error_response("unknown_session: no such session for this key.")}))},
+                "delete": {"summary": "End a session; its interpreter and workspace are gone.", "parameters": [session], "responses": with_errors(json!({"204": {"description": "Ended."}, "404": error_response("unknown_session: no such session for this key.")}))}
+            },
+            "/v1/sessions/{id}/execute": {
+                "post": {"summary": "Run one cell in a session, under the cell's own fuel and timeout.", "parameters": [session],
+                         "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CellRequest"}}}},
+                         "responses": with_errors(json!({"200": {"description": "The cell ran. session_alive is false when the cell ended the interpreter (it exited the process or hit a limit): the session is gone.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CellResult"}}}},
+                                                          "404": error_response("unknown_session: no such session for this key."),
+                                                          "409": error_response("session_busy: a cell of this session is running."),
+                                                          "410": error_response("session_ended: the session's interpreter has ended.")}))}
             },
             "/v1/alerts": {"get": {"summary": "Pending and firing alerts of the configured alert rules.", "responses": {"200": {"description": "{enabled, alerts: [{rule, severity, state, since, value, instance, escalation_steps_notified, acknowledged, acknowledged_at}]}.", "content": {"application/json": {}}}, "401": error_response("A key is required or was wrong."), "403": error_response("forbidden: the key is not one of alert_keys.")}}},
             "/v1/alerts/{rule}/ack": {"post": {"summary": "Acknowledge a firing alert: its escalation stops.", "parameters": [{"name": "rule", "in": "path", "required": true, "schema": {"type": "string"}}],

@@ -81,6 +81,11 @@ pub mod health_checks;
 #[cfg(feature = "runtime")]
 pub use wasmcage_runtime as runtime;
 
+#[cfg(feature = "runtime")]
+mod runtimes;
+#[cfg(feature = "runtime")]
+pub use runtimes::{LanguageRuntimes, RuntimesConfig};
+
 mod cage;
 pub use cage::{MonitoringConfig, StartError, Wasmcage, WasmcageBuilder};
 

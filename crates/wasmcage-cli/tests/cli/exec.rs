@@ -68,7 +68,8 @@ fn python_and_javascript_run_inline_code() {
     assert_eq!(text(&out.stdout), "2\n");
     let report = text(&out.stderr);
     assert!(
-        report.contains(r#""runtime":"python""#) && report.contains(r#""runtime_version":"3.12.0""#),
+        report.contains(r#""runtime":"python""#)
+            && report.contains(r#""runtime_version":"3.12.0""#),
         "{report}"
     );
     let out = exec(&["javascript", "-c", "console.log(1+1)"], b"");
@@ -87,7 +88,15 @@ fn a_script_gets_its_arguments_and_nothing_else_from_the_host() {
     std::fs::write(dir.path().join("secret.txt"), "do not read").unwrap();
     // Options after the script are the script's, never wasmcage's.
     let out = exec(
-        &["python", script.to_str().unwrap(), "a", "--dir", "/", "--fuel", "none"],
+        &[
+            "python",
+            script.to_str().unwrap(),
+            "a",
+            "--dir",
+            "/",
+            "--fuel",
+            "none",
+        ],
         b"",
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -103,9 +112,23 @@ fn code_on_stdin_and_exit_statuses() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "in\n");
 
-    let out = exec(&["--fuel", "400000000", "python", "-c", "while True: pass"], b"");
+    let out = exec(
+        &["--fuel", "400000000", "python", "-c", "while True: pass"],
+        b"",
+    );
     assert_eq!(out.status.code(), Some(129), "{}", text(&out.stderr));
-    let out = exec(&["--timeout", "300ms", "--fuel", "none", "javascript", "-c", "for(;;){}"], b"");
+    let out = exec(
+        &[
+            "--timeout",
+            "300ms",
+            "--fuel",
+            "none",
+            "javascript",
+            "-c",
+            "for(;;){}",
+        ],
+        b"",
+    );
     assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
     let out = exec(&["python", "-c", "raise SystemExit('bye')"], b"");
     assert_eq!(out.status.code(), Some(1));
@@ -143,5 +166,9 @@ fn an_unknown_or_tampered_runtime_is_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(126));
     assert!(text(&out.stdout).is_empty());
-    assert!(text(&out.stderr).contains("sha256"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("sha256"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -4,6 +4,7 @@
 
 mod hardening;
 mod observe;
+mod runtimes;
 mod store;
 
 use std::time::Duration;
@@ -58,6 +59,8 @@ async fn start_at(
     };
     config.max_limits.fuel = Some(50_000_000);
     config.max_limits.timeout = Duration::from_secs(5);
+    // Never the machine's own runtimes: a test that wants some installs them.
+    config.runtimes.enabled = false;
     configure(&mut config);
     let server = Server::bind(config).await.unwrap();
     let addr = server.local_addr();
