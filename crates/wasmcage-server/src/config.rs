@@ -115,9 +115,9 @@ pub struct Runtimes {
     pub only: Option<Vec<String>>,
     /// Pre-started interpreters kept ready per runtime (default 2).
     pub pool_size: usize,
-    /// Sessions at once on this server (default 128).
+    /// Sessions at once on this server (default 64).
     pub max_sessions: usize,
-    /// Sessions at once per API key (default 32).
+    /// Sessions at once per API key (default 16).
     pub max_sessions_per_key: usize,
     /// A session unused this long ends (default 10 minutes).
     pub session_idle: Duration,
@@ -134,8 +134,8 @@ impl Default for Runtimes {
                 .unwrap_or_else(|| std::env::temp_dir().join("wasmcage")),
             only: None,
             pool_size: 2,
-            max_sessions: 128,
-            max_sessions_per_key: 32,
+            max_sessions: 64,
+            max_sessions_per_key: 16,
             session_idle: Duration::from_secs(600),
             workspace_quota: 64 << 20,
         }
@@ -1356,7 +1356,7 @@ mod tests {
         let id = "ab".repeat(32);
         // The default number of executions shrinks to leave room for the ready instances.
         let c = ServerConfig::from_toml(&format!(
-            "[pools]\nevery_module = 100\nmin_ready = 2\nmax_in_use = 8\n[pools.modules.{id}]\nmin_ready = 8\n"
+            "[runtimes]\nenabled = false\n[pools]\nevery_module = 100\nmin_ready = 2\nmax_in_use = 8\n[pools.modules.{id}]\nmin_ready = 8\n"
         ))
         .unwrap();
         assert_eq!(c.pools.ready_instances(), 208);
@@ -1366,12 +1366,12 @@ mod tests {
         assert_eq!(ServerConfig::from_toml(&c.to_toml()).unwrap(), c);
         // Set explicitly, executions and ready instances must fit together.
         let err = ServerConfig::from_toml(
-            "[admission]\nmax_executions = 240\n[pools]\nevery_module = 5\nmin_ready = 2\nmax_in_use = 8\n",
+            "[admission]\nmax_executions = 240\n[runtimes]\nenabled = false\n[pools]\nevery_module = 5\nmin_ready = 2\nmax_in_use = 8\n",
         )
         .unwrap_err()
         .to_string();
         assert!(
-            err.contains("admission.max_executions") && err.contains("10 ready"),
+            err.contains("admission.max_executions") && err.contains("the 10 instances"),
             "{err}"
         );
         for (pools, says) in [
