@@ -219,7 +219,10 @@ fn a_hostile_read_cannot_reach_outside_the_guests_memory() {
         (i32.store (i32.const 0) (i32.const 64))
         (if (i32.ne (call $fd_read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 65534)) (i32.const 21))
           (then unreachable))
-        (if (i32.ne (call $fd_read (i32.const 0) (i32.const 0) (i32.const -1) (i32.const 8)) (i32.const 21))
+        (if (i32.ne (call $fd_read (i32.const 0) (i32.const 0) (i32.const -1) (i32.const 8)) (i32.const 28))
+          (then unreachable))
+        ;; a list of 2000 buffers (inside memory): more than IOV_MAX, refused before copying
+        (if (i32.ne (call $fd_read (i32.const 0) (i32.const 0) (i32.const 2000) (i32.const 8)) (i32.const 28))
           (then unreachable))
         ;; a real read then: the guest becomes ready
         (i32.store (i32.const 4) (i32.const 16))

@@ -51,6 +51,9 @@ const MAX_REPORTED_PATH: usize = 1024;
 /// polls in one host call that the deadline cannot interrupt, so its size is bounded.
 const MAX_SUBSCRIPTIONS: usize = 4096;
 const FILETYPE_REGULAR_FILE: u8 = 4;
+/// The most buffers one `fd_read` of an interactive guest's stdin takes (POSIX's `IOV_MAX`
+/// on Linux): the host copies the list, so its length is bounded.
+const IOV_MAX: u32 = 1024;
 /// The most bytes `random_get` fills before looking at the deadline again.
 const RANDOM_SLICE: usize = 1 << 20;
 
@@ -430,7 +433,11 @@ fn fd_read(
             });
         }
     };
-    // Every buffer is checked against the guest's memory before anything is read.
+    // At most IOV_MAX buffers (the list is copied), each checked against the guest's memory
+    // before anything is read.
+    if iovs_len as u32 > IOV_MAX {
+        return Ok(ERRNO_INVAL);
+    }
     let Some(buffers) = iovecs(memory.data(&caller), iovs, iovs_len) else {
         return Ok(ERRNO_FAULT);
     };
