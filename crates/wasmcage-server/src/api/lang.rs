@@ -361,11 +361,18 @@ pub(crate) async fn create_session(
             &BTreeMap::new(),
         )?;
         let owner = owner_of(&who);
-        let info =
-            tokio::task::spawn_blocking(move || langs.create_session(&owner, &runtime, &policy))
-                .await
-                .map_err(|e| ApiError::internal(format!("the session thread failed: {e}")))?
-                .map_err(session_error)?;
+        // Starting an interpreter costs what an execution does: it is admitted like one.
+        let admitted = state
+            .admission
+            .admit(&who, policy.limits.memory_bytes)
+            .await?;
+        let info = tokio::task::spawn_blocking(move || {
+            let _admitted = admitted;
+            langs.create_session(&owner, &runtime, &policy)
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("the session thread failed: {e}")))?
+        .map_err(session_error)?;
         Ok((StatusCode::CREATED, Json(session_json(&info))))
     })
     .await
