@@ -17,6 +17,17 @@ const EXECUTION_SECONDS: &[f64] = &[
 const FAST_SECONDS: &[f64] = &[
     1e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2, 0.1, 1.0,
 ];
+/// Buckets for code run in a language runtime: 0.5 ms (a trivial cell in a warm
+/// interpreter) to 30 s (the longest default timeout).
+const RUNTIME_SECONDS: &[f64] = &[
+    5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Buckets for the wait for a language runtime's interpreter: 10 µs (a pre-started one
+/// taken from the pool) to 1 s (one started on the spot).
+const RUNTIME_ASSIGN_SECONDS: &[f64] = &[
+    1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0,
+];
 /// Buckets for compilation: 1 ms to 60 s.
 const COMPILE_SECONDS: &[f64] = &[1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0];
 /// Buckets for fuel per execution: 1 000 to 10 billion units.
@@ -81,6 +92,16 @@ pub(crate) struct Families {
     pub(crate) modules_stored: IntGauge,
     pub(crate) modules_stored_bytes: IntGauge,
     pub(crate) performance_anomalies: IntGaugeVec,
+    pub(crate) runtime_executions: IntCounterVec,
+    pub(crate) runtime_duration: HistogramVec,
+    pub(crate) sessions_active: IntGaugeVec,
+    pub(crate) sessions_created: IntCounterVec,
+    pub(crate) sessions_ended: IntCounterVec,
+    pub(crate) runtime_pool_ready: IntGaugeVec,
+    pub(crate) runtime_pool_target: IntGaugeVec,
+    pub(crate) runtime_pool_assignments: IntCounterVec,
+    pub(crate) runtime_pool_assignment: HistogramVec,
+    pub(crate) runtime_pool_start_failures: IntCounterVec,
     pub(crate) up: Gauge,
 }
 
@@ -233,6 +254,26 @@ families! {
         "Bytes of module binaries the service stores.";
     performance_anomalies: IntGaugeVec "wasmcage_performance_anomalies" ["kind"] (),
         "Exports that look anomalous now in the performance monitor, by kind (slow_p95, high_variance); refreshed at each scrape.";
+    runtime_executions: IntCounterVec "wasmcage_runtime_executions_total" ["runtime", "execution_type", "status"] (),
+        "Code run in a language runtime, by runtime, execution type (oneshot or session) and status (success, error, timeout, out_of_fuel, memory_limit, stack_overflow).";
+    runtime_duration: HistogramVec "wasmcage_runtime_execution_duration_seconds" ["runtime", "execution_type"] RUNTIME_SECONDS,
+        "Wall-clock time of code run in a language runtime (a one-shot run, or one session cell).";
+    sessions_active: IntGaugeVec "wasmcage_sessions_active" ["runtime"] (),
+        "Sessions of a language runtime alive now (created minus ended).";
+    sessions_created: IntCounterVec "wasmcage_sessions_created_total" ["runtime"] (),
+        "Sessions of a language runtime created.";
+    sessions_ended: IntCounterVec "wasmcage_sessions_ended_total" ["runtime", "reason"] (),
+        "Sessions of a language runtime ended, by reason (deleted, expired, died, shutdown).";
+    runtime_pool_ready: IntGaugeVec "wasmcage_runtime_pool_ready" ["runtime"] (),
+        "Pre-started interpreters of a language runtime ready for code now.";
+    runtime_pool_target: IntGaugeVec "wasmcage_runtime_pool_target" ["runtime"] (),
+        "Pre-started interpreters a language runtime's pool keeps ready.";
+    runtime_pool_assignments: IntCounterVec "wasmcage_runtime_pool_assignments_total" ["runtime", "warm"] (),
+        "Interpreters handed to executions by a language runtime's pool, by whether the interpreter was pre-started (`true`) or started on the spot (`false`).";
+    runtime_pool_assignment: HistogramVec "wasmcage_runtime_pool_assignment_seconds" ["runtime"] RUNTIME_ASSIGN_SECONDS,
+        "Time an execution waited for an interpreter from a language runtime's pool.";
+    runtime_pool_start_failures: IntCounterVec "wasmcage_runtime_pool_start_failures_total" ["runtime"] (),
+        "Interpreters a language runtime's pool failed to pre-start.";
     up: Gauge "wasmcage_up" [] (),
         "1 while the wasmcage metrics observer is installed.";
 }

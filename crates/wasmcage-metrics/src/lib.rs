@@ -1,11 +1,12 @@
 //! Prometheus metrics for wasmcage.
 //!
 //! [`Metrics`] is an [`Observer`]: give it to the engine and every compile, instantiation,
-//! execution, cache and pool change, security event and health change becomes a Prometheus
-//! series in its own [`Registry`] (never a hidden global; pass your own with
+//! execution, cache and pool change, language runtime's pool and sessions, security event
+//! and health change becomes a Prometheus series in its own [`Registry`] (never a hidden global; pass your own with
 //! [`Metrics::with_registry`]). Names follow Prometheus conventions: one `wasmcage_` prefix,
 //! base units, `_total` on counters, and bounded label sets: modules are labelled by name,
-//! at most [`MetricsConfig::max_module_labels`] of them, and never by an execution id.
+//! at most [`MetricsConfig::max_module_labels`] of them, language runtimes likewise (at most
+//! [`MetricsConfig::max_runtime_labels`]), and never by an execution id.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -20,6 +21,7 @@
 mod custom;
 mod families;
 mod monitor;
+mod runtime;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -36,8 +38,10 @@ pub use monitor::{
     Anomaly, AnomalyKind, ExportStats, Hotspot, MonitorConfig, PerformanceMonitor,
     PerformanceReport,
 };
+pub use runtime::{RUNTIME_LABEL_CHARS, runtime_label};
 
 use families::Families;
+use runtime::Runtimes;
 
 /// An error from registering or naming a metric.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +74,10 @@ pub struct MetricsConfig {
     /// modules are counted under `module="_other"`, which keeps cardinality bounded however
     /// many modules users upload.
     pub max_module_labels: usize,
+    /// Distinct language runtimes used as label values (default 32); further runtimes are
+    /// counted under `runtime="_other"`. Operators install runtimes, so there are few, but
+    /// the bound holds whatever names reach the observer.
+    pub max_runtime_labels: usize,
     /// Whether to register the standard process collector (CPU, RSS, fds) where the
     /// platform supports it (default on).
     pub process_collector: bool,
@@ -81,6 +89,7 @@ impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
             max_module_labels: 100,
+            max_runtime_labels: 32,
             process_collector: true,
             monitor: MonitorConfig::default(),
         }
@@ -118,6 +127,8 @@ pub struct Metrics {
     handles: Mutex<HashMap<(ModuleHash, ExecutionKind), Arc<ModuleHandles>>>,
     /// Warm pools by name (as the pool reports it), for their bounded labels.
     pools: Mutex<HashMap<Arc<str>, PoolLabel>>,
+    /// Language runtimes by name, for their bounded labels and resolved handles.
+    runtimes: Runtimes,
     monitor: PerformanceMonitor,
 }
 
@@ -160,6 +171,7 @@ impl Metrics {
             registry,
             families,
             monitor: PerformanceMonitor::new(config.monitor.clone()),
+            runtimes: Runtimes::new(config.max_runtime_labels),
             config,
             labels: Mutex::default(),
             handles: Mutex::default(),
@@ -393,6 +405,9 @@ impl Metrics {
                     .inc();
             }
         }
+        if let Some(tag) = &report.runtime {
+            self.runtimes.on_execution(&self.families, tag, report);
+        }
         self.monitor.record(
             &report.module.name,
             &report.entry,
@@ -529,6 +544,7 @@ impl Observer for Metrics {
                 f.cache_bytes
                     .set(i64::try_from(e.bytes).unwrap_or(i64::MAX));
             }
+            Event::Runtime(e) => self.runtimes.on_event(f, e),
             Event::Pool(e) => {
                 let Some(label) = self.pool_label(&e.pool, e.kind) else {
                     return;
