@@ -6,9 +6,13 @@ use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use wasmcage::events::{self, RuntimeEventKind, SessionEnd};
 use wasmcage::metrics::{FAMILIES, Metrics, MetricsConfig, MetricsError};
 use wasmcage::monitoring::{Monitoring, MonitoringServer};
-use wasmcage::{Engine, EngineConfig, Limits, Sandbox};
+use wasmcage::{
+    CommandInput, Engine, EngineConfig, Event, ExecutionReport, ExecutionType, Limits, Observer,
+    Outcome, RuntimeTag, Sandbox,
+};
 
 use crate::common::{http_get, tight};
 
@@ -272,18 +276,7 @@ fn the_documented_metric_list_matches_the_registry() {
 
 #[test]
 fn the_grafana_dashboard_uses_only_metrics_that_exist() {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../docs/grafana-dashboard.json"
-    ))
-    .unwrap();
-    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
-    let mut exprs = Vec::new();
-    for panel in dashboard["panels"].as_array().unwrap() {
-        for target in panel["targets"].as_array().unwrap() {
-            exprs.push(target["expr"].as_str().unwrap().to_owned());
-        }
-    }
+    let exprs = dashboard_exprs(&dashboard());
     assert!(exprs.len() >= 8, "the dashboard has panels");
     // Histograms expose _bucket, _sum and _count series.
     let mut known: Vec<String> = Vec::new();
@@ -514,4 +507,671 @@ fn the_performance_monitors_anomalies_are_metrics_so_rules_can_alert_on_them() {
         ),
         Some(0.0)
     );
+}
+
+/// Every `expr` of the dashboard's panels (rows have none).
+fn dashboard_exprs(dashboard: &serde_json::Value) -> Vec<String> {
+    dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["type"] != "row")
+        .flat_map(|p| p["targets"].as_array().unwrap())
+        .map(|t| t["expr"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn dashboard() -> serde_json::Value {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/grafana-dashboard.json"
+    ))
+    .unwrap();
+    serde_json::from_str(&text).expect("the dashboard is JSON")
+}
+
+#[test]
+fn the_grafana_dashboard_keeps_its_conventions() {
+    let dashboard = dashboard();
+    let panels = dashboard["panels"].as_array().unwrap();
+    let mut ids = std::collections::BTreeSet::new();
+    let mut boxes: Vec<(u64, u64, u64, u64, &str)> = Vec::new();
+    for panel in panels {
+        let title = panel["title"].as_str().unwrap();
+        assert!(
+            ids.insert(panel["id"].as_u64().unwrap()),
+            "{title}: id used twice"
+        );
+        let g = &panel["gridPos"];
+        let [x, y, w, h] = ["x", "y", "w", "h"].map(|k| g[k].as_u64().unwrap());
+        assert!(x + w <= 24 && w > 0 && h > 0, "{title}: {g}");
+        for (x2, y2, w2, h2, other) in &boxes {
+            let apart = x + w <= *x2 || x2 + w2 <= x || y + h <= *y2 || y2 + h2 <= y;
+            assert!(apart, "{title} overlaps {other}");
+        }
+        boxes.push((x, y, w, h, title));
+        if panel["type"] == "row" {
+            continue;
+        }
+        assert_eq!(
+            panel["datasource"]["uid"], "${datasource}",
+            "{title}: the datasource variable"
+        );
+        let refs: std::collections::BTreeSet<&str> = panel["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["refId"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            refs.len(),
+            panel["targets"].as_array().unwrap().len(),
+            "{title}: refIds"
+        );
+    }
+    // The language runtimes' row holds a panel for every runtime family.
+    let row = panels
+        .iter()
+        .position(|p| p["type"] == "row" && p["title"] == "Language runtimes")
+        .expect("a Language runtimes row");
+    let below: String = panels[row + 1..]
+        .iter()
+        .take_while(|p| p["type"] != "row")
+        .flat_map(|p| p["targets"].as_array().unwrap())
+        .map(|t| t["expr"].as_str().unwrap())
+        .collect();
+    for family in FAMILIES.iter().filter(|f| f.labels.contains(&"runtime")) {
+        assert!(below.contains(family.name), "{} has no panel", family.name);
+    }
+}
+
+/// A report of code that ran in a runtime (or, with `runtime` `None`, of a plain module).
+fn report(
+    runtime: Option<(&str, ExecutionType)>,
+    outcome: Outcome,
+    duration: Duration,
+) -> ExecutionReport {
+    ExecutionReport {
+        execution_id: events::ExecutionId::next(),
+        sandbox_id: events::SandboxId::next(),
+        trace_id: None,
+        module: events::ModuleInfo::new("python.wasm", events::ModuleHash([7; 32])),
+        kind: wasmcage::ExecutionKind::Command,
+        entry: "_start".into(),
+        outcome,
+        exit_code: match outcome {
+            Outcome::Exited(code) => Some(code),
+            _ => None,
+        },
+        message: None,
+        duration,
+        instantiate_duration: Duration::ZERO,
+        fuel_consumed: None,
+        fuel_limit: None,
+        memory_peak_bytes: 0,
+        memory_limit_bytes: 1 << 20,
+        memory_limit_hit: false,
+        stdout_bytes: 0,
+        stderr_bytes: 0,
+        stdout_truncated: false,
+        stderr_truncated: false,
+        runtime: runtime.map(|(name, execution_type)| {
+            Arc::new(RuntimeTag {
+                name: name.into(),
+                version: "3.12.0".into(),
+                execution_type,
+            })
+        }),
+    }
+}
+
+fn runtime_event(metrics: &Metrics, runtime: &str, kind: RuntimeEventKind) {
+    metrics.on_event(&Event::Runtime(&events::RuntimeEvent {
+        runtime: runtime.into(),
+        kind,
+    }));
+}
+
+fn finished(metrics: &Metrics, report: &ExecutionReport) {
+    metrics.on_event(&Event::ExecutionFinished(report));
+}
+
+/// The distinct values of `label` among the samples of `family` (any suffix).
+fn label_values(
+    samples: &[Sample],
+    family: &str,
+    label: &str,
+) -> std::collections::BTreeSet<String> {
+    samples
+        .iter()
+        .filter(|s| s.name.starts_with(family))
+        .filter_map(|s| s.labels.get(label).cloned())
+        .collect()
+}
+
+#[test]
+fn runtime_executions_pools_and_sessions_become_series() {
+    let metrics = Metrics::new(MetricsConfig::default()).unwrap();
+    let ms = Duration::from_millis;
+    // A plain execution creates no runtime series: nothing exists before a runtime's first
+    // event.
+    finished(&metrics, &report(None, Outcome::Completed, ms(1)));
+    let samples = parse(&metrics.render());
+    assert!(
+        samples
+            .iter()
+            .all(|s| !s.name.starts_with("wasmcage_runtime_")
+                && !s.name.starts_with("wasmcage_sessions_")),
+        "runtime series before any runtime"
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "wasmcage_executions_total",
+            &[("outcome", "completed")]
+        ),
+        Some(1.0)
+    );
+
+    let oneshot = Some(("python", ExecutionType::Oneshot));
+    for (outcome, millis) in [
+        (Outcome::Completed, 2),
+        (Outcome::Exited(0), 3),
+        (Outcome::Exited(1), 4),
+        (Outcome::Trap(wasmcage::TrapKind::Unreachable), 5),
+        (Outcome::Cancelled, 6),
+        (Outcome::Timeout, 7_000),
+        (Outcome::OutOfFuel, 8),
+        (Outcome::MemoryLimit, 9),
+        (Outcome::StackOverflow, 10),
+    ] {
+        finished(&metrics, &report(oneshot, outcome, ms(millis)));
+    }
+    let session = Some(("python", ExecutionType::Session));
+    finished(&metrics, &report(session, Outcome::Completed, ms(1)));
+    finished(&metrics, &report(session, Outcome::Exited(1), ms(1)));
+
+    for (warm, micros) in [(true, 20), (true, 30), (true, 40), (false, 300_000)] {
+        let wait = Duration::from_micros(micros);
+        runtime_event(
+            &metrics,
+            "python",
+            RuntimeEventKind::Assigned { warm, wait },
+        );
+    }
+    runtime_event(
+        &metrics,
+        "python",
+        RuntimeEventKind::PoolSize {
+            ready: 2,
+            target: 4,
+        },
+    );
+    runtime_event(
+        &metrics,
+        "python",
+        RuntimeEventKind::PoolSize {
+            ready: 3,
+            target: 4,
+        },
+    );
+    runtime_event(&metrics, "python", RuntimeEventKind::StartFailed);
+    for _ in 0..6 {
+        runtime_event(&metrics, "python", RuntimeEventKind::SessionCreated);
+    }
+    for end in [
+        SessionEnd::Deleted,
+        SessionEnd::Expired,
+        SessionEnd::Died,
+        SessionEnd::Died,
+    ] {
+        runtime_event(&metrics, "python", RuntimeEventKind::SessionEnded(end));
+    }
+    // A runtime with sessions and no pool: no pool gauges, whose values nobody reported.
+    runtime_event(&metrics, "javascript", RuntimeEventKind::SessionCreated);
+    runtime_event(
+        &metrics,
+        "javascript",
+        RuntimeEventKind::SessionEnded(SessionEnd::Shutdown),
+    );
+
+    let samples = parse(&metrics.render());
+    let get = |name: &str, labels: &[(&str, &str)]| value(&samples, name, labels);
+    let executions = |t: &str, status: &str| {
+        get(
+            "wasmcage_runtime_executions_total",
+            &[
+                ("runtime", "python"),
+                ("execution_type", t),
+                ("status", status),
+            ],
+        )
+    };
+    for (status, n) in [
+        ("success", 2.0),
+        ("error", 3.0),
+        ("timeout", 1.0),
+        ("out_of_fuel", 1.0),
+        ("memory_limit", 1.0),
+        ("stack_overflow", 1.0),
+    ] {
+        assert_eq!(executions("oneshot", status), Some(n), "oneshot {status}");
+    }
+    assert_eq!(executions("session", "success"), Some(1.0));
+    assert_eq!(executions("session", "error"), Some(1.0));
+    assert_eq!(
+        executions("session", "timeout"),
+        Some(0.0),
+        "at zero from the first event"
+    );
+    // Every runtime execution is an execution of its interpreter's module as well.
+    assert_eq!(
+        samples
+            .iter()
+            .filter(|s| s.name == "wasmcage_executions_total")
+            .map(|s| s.value)
+            .sum::<f64>(),
+        12.0
+    );
+    let duration = |t: &str, suffix: &str, le: Option<&str>| {
+        let name = format!("wasmcage_runtime_execution_duration_seconds{suffix}");
+        let mut labels = vec![("runtime", "python"), ("execution_type", t)];
+        labels.extend(le.map(|le| ("le", le)));
+        get(&name, &labels)
+    };
+    assert_eq!(duration("oneshot", "_count", None), Some(9.0));
+    assert_eq!(duration("session", "_count", None), Some(2.0));
+    let sum = duration("oneshot", "_sum", None).unwrap();
+    assert!((sum - 7.047).abs() < 1e-9, "{sum}");
+    // Buckets suited to interpreters: 0.5 ms at the bottom, 30 s at the top.
+    assert_eq!(duration("oneshot", "_bucket", Some("0.0005")), Some(0.0));
+    assert_eq!(duration("oneshot", "_bucket", Some("0.01")), Some(8.0));
+    assert_eq!(duration("oneshot", "_bucket", Some("5")), Some(8.0));
+    assert_eq!(duration("oneshot", "_bucket", Some("10")), Some(9.0));
+    assert_eq!(duration("oneshot", "_bucket", Some("30")), Some(9.0));
+
+    let python = [("runtime", "python")];
+    assert_eq!(
+        get(
+            "wasmcage_runtime_pool_assignments_total",
+            &[("runtime", "python"), ("warm", "true")]
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        get(
+            "wasmcage_runtime_pool_assignments_total",
+            &[("runtime", "python"), ("warm", "false")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        get("wasmcage_runtime_pool_assignment_seconds_count", &python),
+        Some(4.0)
+    );
+    // Buckets from 10 µs to 1 s: the warm waits under 50 µs, the cold one under 0.5 s.
+    let bucket = |le: &str| {
+        get(
+            "wasmcage_runtime_pool_assignment_seconds_bucket",
+            &[("runtime", "python"), ("le", le)],
+        )
+    };
+    assert_eq!(bucket("0.00001"), Some(0.0));
+    assert_eq!(bucket("0.00005"), Some(3.0));
+    assert_eq!(bucket("0.25"), Some(3.0));
+    assert_eq!(bucket("0.5"), Some(4.0));
+    assert_eq!(bucket("1"), Some(4.0));
+    assert_eq!(get("wasmcage_runtime_pool_ready", &python), Some(3.0));
+    assert_eq!(get("wasmcage_runtime_pool_target", &python), Some(4.0));
+    assert_eq!(
+        get("wasmcage_runtime_pool_start_failures_total", &python),
+        Some(1.0)
+    );
+    assert_eq!(get("wasmcage_sessions_created_total", &python), Some(6.0));
+    assert_eq!(get("wasmcage_sessions_active", &python), Some(2.0));
+    let ended = |runtime: &str, reason: &str| {
+        get(
+            "wasmcage_sessions_ended_total",
+            &[("runtime", runtime), ("reason", reason)],
+        )
+    };
+    assert_eq!(ended("python", "deleted"), Some(1.0));
+    assert_eq!(ended("python", "expired"), Some(1.0));
+    assert_eq!(ended("python", "died"), Some(2.0));
+    assert_eq!(ended("python", "shutdown"), Some(0.0));
+
+    let javascript = [("runtime", "javascript")];
+    assert_eq!(get("wasmcage_sessions_active", &javascript), Some(0.0));
+    assert_eq!(ended("javascript", "shutdown"), Some(1.0));
+    assert_eq!(get("wasmcage_runtime_pool_ready", &javascript), None);
+    assert_eq!(get("wasmcage_runtime_pool_target", &javascript), None);
+    assert_eq!(
+        label_values(&samples, "wasmcage_runtime_", "runtime"),
+        ["javascript", "python"].map(String::from).into()
+    );
+}
+
+#[test]
+fn runtime_labels_are_capped_and_sanitised() {
+    let cap = MetricsConfig::default().max_runtime_labels;
+    assert_eq!(cap, 32);
+    let metrics = Metrics::new(MetricsConfig::default()).unwrap();
+    for n in 0..100 {
+        let name = format!("runtime-{n}");
+        let oneshot = Some((name.as_str(), ExecutionType::Oneshot));
+        finished(
+            &metrics,
+            &report(oneshot, Outcome::Completed, Duration::from_millis(1)),
+        );
+        runtime_event(&metrics, &name, RuntimeEventKind::SessionCreated);
+        runtime_event(
+            &metrics,
+            &name,
+            RuntimeEventKind::PoolSize {
+                ready: 1,
+                target: 1,
+            },
+        );
+    }
+    let samples = parse(&metrics.render());
+    for family in FAMILIES.iter().filter(|f| f.labels.contains(&"runtime")) {
+        let values = label_values(&samples, family.name, "runtime");
+        // The first runtimes seen keep their names; every later one is `_other`.
+        assert!(
+            values.len() <= cap + 1,
+            "{}: {} values",
+            family.name,
+            values.len()
+        );
+        if family.name.starts_with("wasmcage_runtime_pool_ready")
+            || family.name.starts_with("wasmcage_runtime_pool_target")
+        {
+            // A gauge of one runtime's state has no meaning for many: `_other` has none.
+            assert_eq!(values.len(), cap, "{}", family.name);
+            assert!(!values.contains("_other"), "{}", family.name);
+        } else {
+            assert_eq!(values.len(), cap + 1, "{}", family.name);
+            assert!(values.contains("_other"), "{}", family.name);
+            assert!(values.contains("runtime-0") && values.contains("runtime-31"));
+            assert!(!values.contains("runtime-32"), "{}", family.name);
+        }
+    }
+    let other = |status| {
+        value(
+            &samples,
+            "wasmcage_runtime_executions_total",
+            &[
+                ("runtime", "_other"),
+                ("execution_type", "oneshot"),
+                ("status", status),
+            ],
+        )
+    };
+    assert_eq!(other("success"), Some(68.0));
+    assert_eq!(
+        value(
+            &samples,
+            "wasmcage_sessions_active",
+            &[("runtime", "_other")]
+        ),
+        Some(68.0),
+        "the sessions of every runtime past the cap"
+    );
+}
+
+#[test]
+fn a_hostile_runtime_name_cannot_break_the_exposition_format() {
+    let metrics = Metrics::new(MetricsConfig::default()).unwrap();
+    let hostile = "py\"}\n evil";
+    let oneshot = Some((hostile, ExecutionType::Oneshot));
+    finished(
+        &metrics,
+        &report(oneshot, Outcome::Completed, Duration::from_millis(1)),
+    );
+    runtime_event(&metrics, hostile, RuntimeEventKind::SessionCreated);
+    runtime_event(
+        &metrics,
+        hostile,
+        RuntimeEventKind::PoolSize {
+            ready: 1,
+            target: 2,
+        },
+    );
+    let long = "x".repeat(10_000);
+    runtime_event(&metrics, &long, RuntimeEventKind::StartFailed);
+    let text = metrics.render();
+    // Every line is a comment or a whole sample: the name opened no line of its own.
+    for line in text.lines() {
+        assert!(
+            line.starts_with("# ") || line.starts_with("wasmcage_") || line.starts_with("process_"),
+            "{line:?}"
+        );
+    }
+    let samples = parse(&text);
+    let label = wasmcage::metrics::runtime_label(hostile);
+    assert_eq!(&*label, "py____evil");
+    assert_eq!(
+        value(
+            &samples,
+            "wasmcage_runtime_executions_total",
+            &[("runtime", &label), ("status", "success")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "wasmcage_runtime_pool_target",
+            &[("runtime", &label)]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "wasmcage_runtime_pool_start_failures_total",
+            &[(
+                "runtime",
+                &"x".repeat(wasmcage::metrics::RUNTIME_LABEL_CHARS)
+            )]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        label_values(&samples, "wasmcage_", "runtime"),
+        [label.to_string(), "x".repeat(32)].into()
+    );
+}
+
+#[test]
+fn code_run_for_a_runtime_is_counted_from_the_engines_report() {
+    let (engine, metrics) = metered_engine(MetricsConfig::default());
+    let module = engine
+        .compile("interpreter.wat", br#"(module (func (export "_start")))"#)
+        .unwrap();
+    let sandbox = Sandbox::builder(&engine).limits(tight()).build().unwrap();
+    let tag = Arc::new(RuntimeTag {
+        name: "python".into(),
+        version: "3.12.0".into(),
+        execution_type: ExecutionType::Oneshot,
+    });
+    let run = || {
+        sandbox
+            .run_command(
+                &module,
+                CommandInput {
+                    runtime: Some(tag.clone()),
+                    ..CommandInput::default()
+                },
+            )
+            .unwrap()
+    };
+    assert!(run().report.outcome.is_success());
+    sandbox
+        .run_command(&module, CommandInput::default())
+        .unwrap();
+    let samples = parse(&metrics.render());
+    let executions = |status| {
+        value(
+            &samples,
+            "wasmcage_runtime_executions_total",
+            &[
+                ("runtime", "python"),
+                ("execution_type", "oneshot"),
+                ("status", status),
+            ],
+        )
+    };
+    assert_eq!(executions("success"), Some(1.0));
+    assert_eq!(executions("error"), Some(0.0));
+    assert_eq!(
+        value(
+            &samples,
+            "wasmcage_runtime_execution_duration_seconds_count",
+            &[("runtime", "python")]
+        ),
+        Some(1.0),
+        "the run without a runtime is not counted"
+    );
+}
+
+/// Percent-encodes a query parameter.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The expressions of the dashboard's "Language runtimes" row and of the PromQL block of
+/// docs/monitoring.md's "Language runtimes" section.
+fn runtime_queries() -> Vec<String> {
+    let dashboard = dashboard();
+    let panels = dashboard["panels"].as_array().unwrap();
+    let row = panels
+        .iter()
+        .position(|p| p["type"] == "row" && p["title"] == "Language runtimes")
+        .unwrap();
+    let mut exprs: Vec<String> = panels[row + 1..]
+        .iter()
+        .take_while(|p| p["type"] != "row")
+        .flat_map(|p| p["targets"].as_array().unwrap())
+        .map(|t| t["expr"].as_str().unwrap().to_owned())
+        .collect();
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/monitoring.md"
+    ))
+    .unwrap();
+    let section = doc.split("## Language runtimes").nth(1).unwrap();
+    let block = section
+        .split("```promql")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let documented: Vec<String> = block
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    assert!(documented.len() >= 5, "{documented:?}");
+    exprs.extend(documented);
+    exprs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runtime_panels_and_documented_queries_answer_from_a_real_scrape() {
+    let metrics = Arc::new(Metrics::new(MetricsConfig::default()).unwrap());
+    let server = MonitoringServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        Monitoring {
+            metrics: Some(metrics.clone()),
+            ..Monitoring::default()
+        },
+    )
+    .await
+    .unwrap();
+    let target = server.local_addr();
+    tokio::task::spawn_blocking(move || {
+        let prometheus = start_prometheus(target);
+        let queries = runtime_queries();
+        let ms = Duration::from_millis;
+        // Traffic until Prometheus has scraped it twice, so that every rate has two samples
+        // and every expression a value.
+        let guard = Instant::now() + Duration::from_secs(90);
+        let mut missing = Vec::new();
+        while Instant::now() < guard {
+            for (t, outcome) in [
+                (ExecutionType::Oneshot, Outcome::Completed),
+                (ExecutionType::Oneshot, Outcome::Exited(1)),
+                (ExecutionType::Session, Outcome::Completed),
+            ] {
+                finished(&metrics, &report(Some(("python", t)), outcome, ms(20)));
+            }
+            for warm in [true, false] {
+                let wait = ms(1);
+                runtime_event(
+                    &metrics,
+                    "python",
+                    RuntimeEventKind::Assigned { warm, wait },
+                );
+            }
+            runtime_event(
+                &metrics,
+                "python",
+                RuntimeEventKind::PoolSize {
+                    ready: 2,
+                    target: 4,
+                },
+            );
+            runtime_event(&metrics, "python", RuntimeEventKind::StartFailed);
+            runtime_event(&metrics, "python", RuntimeEventKind::SessionCreated);
+            runtime_event(&metrics, "python", RuntimeEventKind::SessionCreated);
+            runtime_event(
+                &metrics,
+                "python",
+                RuntimeEventKind::SessionEnded(SessionEnd::Died),
+            );
+            missing.clear();
+            let listening = std::net::TcpStream::connect(prometheus.addr).is_ok();
+            if !listening {
+                missing.push("Prometheus is not listening yet".to_owned());
+            }
+            for query in queries.iter().filter(|_| listening) {
+                let (status, body) = http_get(
+                    prometheus.addr,
+                    &format!("/api/v1/query?query={}", encode(query)),
+                );
+                if status != 200 {
+                    missing.push(format!("{query}: HTTP {status} {body}"));
+                    continue;
+                }
+                let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(answer["status"], "success", "{query}: {answer}");
+                let values: Vec<f64> = answer["data"]["result"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r["value"][1].as_str().unwrap().parse().unwrap())
+                    .collect();
+                if values.is_empty() || values.iter().any(|v: &f64| !v.is_finite()) {
+                    missing.push(format!("{query}: {values:?}"));
+                }
+            }
+            if missing.is_empty() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!("runtime queries without a value: {missing:#?}");
+    })
+    .await
+    .unwrap();
 }

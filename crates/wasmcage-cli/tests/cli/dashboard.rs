@@ -21,6 +21,7 @@ fn dashboard_exprs() -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
+        .filter(|p| p["type"] != "row")
         .flat_map(|p| p["targets"].as_array().unwrap().iter())
         .map(|t| t["expr"].as_str().unwrap().to_owned())
         .collect()
@@ -77,6 +78,18 @@ fn metric_names(expr: &str) -> Vec<String> {
         .filter(|w| w.starts_with("wasmcage_") || w.starts_with("process_"))
         .map(str::to_owned)
         .collect()
+}
+
+/// Whether `name` is a series of a family labelled by language runtime. A runtime's series
+/// appear with its first event, and this test's `wasmcage serve` runs no runtime code yet.
+fn runtime_series(name: &str) -> bool {
+    wasmcage::metrics::FAMILIES
+        .iter()
+        .filter(|f| f.labels.contains(&"runtime"))
+        .any(|f| {
+            name.strip_prefix(f.name)
+                .is_some_and(|rest| ["", "_bucket", "_sum", "_count"].contains(&rest))
+        })
 }
 
 /// A command that exits with the status given as its first argument's first digit.
@@ -151,6 +164,10 @@ fn every_dashboard_and_rule_expression_runs_against_a_real_scrape() {
         dashboard.len()
     );
     assert_eq!(rules.len(), 4, "{rules:?}");
+    // Until the traffic above includes code run in a language runtime, the runtime families
+    // are not scraped: their expressions must still evaluate, and name registered families
+    // (`runtime_series`). Once any runtime series is scraped, every one named must be.
+    let runtimes_scraped = scraped.iter().any(|n| runtime_series(n));
     for expr in dashboard.iter().chain(&rules) {
         let answer = prometheus
             .api(&format!("/api/v1/query?query={}", encode(expr)))
@@ -160,7 +177,7 @@ fn every_dashboard_and_rule_expression_runs_against_a_real_scrape() {
         assert!(!names.is_empty(), "{expr} names no metric");
         for name in names {
             assert!(
-                scraped.contains(&name),
+                scraped.contains(&name) || (!runtimes_scraped && runtime_series(&name)),
                 "{expr}: {name} is not in what Prometheus scraped from `wasmcage serve`"
             );
         }
