@@ -356,10 +356,20 @@ async fn code_runs_one_shot_and_in_sessions_with_every_error_class() {
 
     // Metrics carry the runtime.
     let (_, metrics) = s.get("/metrics").await;
-    assert!(
-        metrics.contains("wasmcage_executions_total"),
-        "metrics are served"
-    );
+    for series in [
+        r#"wasmcage_runtime_executions_total{execution_type="oneshot",runtime="python",status="success"}"#,
+        r#"wasmcage_runtime_executions_total{execution_type="oneshot",runtime="python",status="timeout"}"#,
+        r#"wasmcage_runtime_executions_total{execution_type="session",runtime="python",status="out_of_fuel"} 1"#,
+        r#"wasmcage_sessions_created_total{runtime="python"} 1"#,
+        r#"wasmcage_sessions_ended_total{reason="died",runtime="python"} 1"#,
+        r#"wasmcage_sessions_active{runtime="javascript"} 2"#,
+        r#"wasmcage_runtime_pool_assignments_total{runtime="python",warm="true"}"#,
+    ] {
+        assert!(
+            metrics.contains(series),
+            "{series} missing from:\n{metrics}"
+        );
+    }
 
     let (status, _) = s
         .call(reqwest::Method::GET, "/v1/openapi.json", KEY_A, None)
