@@ -109,3 +109,25 @@ fn only_the_facade_composes_layers() {
         }
     }
 }
+
+/// Language runtimes are data and downloads: the runtime crate sits beside the policy, below
+/// the facade, and neither runs a module nor knows the service.
+#[test]
+fn the_runtime_crate_depends_on_no_engine_and_no_front_door() {
+    let deps = &dependencies()["wasmcage-runtime"];
+    for dep in deps {
+        assert!(
+            !dep.starts_with("wasmtime")
+                && ![
+                    "wasmcage-core",
+                    "wasmcage",
+                    "wasmcage-server",
+                    "wasmcage-cli",
+                    "tokio",
+                    "axum",
+                ]
+                .contains(&dep.as_str()),
+            "wasmcage-runtime depends on {dep}"
+        );
+    }
+}
