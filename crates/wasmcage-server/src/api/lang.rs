@@ -385,7 +385,7 @@ pub(crate) async fn list_sessions(
 ) -> Result<Json<Json_>, ApiError> {
     let langs = state.langs()?;
     let mut sessions = langs.sessions().list(&owner_of(&who));
-    sessions.sort_by(|a, b| a.created.cmp(&b.created));
+    sessions.sort_by_key(|s| s.created);
     let list: Vec<Json_> = sessions.iter().map(session_json).collect();
     Ok(Json(json!({ "sessions": list })))
 }
