@@ -284,9 +284,10 @@ impl Interactive {
             std::thread::Builder::new()
                 .name("wasmcage-interactive".into())
                 .spawn(move || {
-                    guest_thread(
+                    let ended = run_guest(
                         &sandbox, &module, args, &gate, cancel, stdout, stderr, started,
-                    )
+                    );
+                    gate.end(ended);
                 })
                 .map_err(|e| Error::Internal(format!("cannot start a guest thread: {e}")))?
         };
@@ -591,22 +592,7 @@ fn last_chars(text: &str, n: usize) -> &str {
     &text[start..]
 }
 
-/// The guest's thread: makes the store, starts the command, and reports how it ended.
-#[allow(clippy::too_many_arguments)]
-fn guest_thread(
-    sandbox: &Sandbox,
-    module: &Module,
-    args: Vec<String>,
-    gate: &Arc<Gate>,
-    cancel: CancelFlag,
-    stdout: BoundedOutput,
-    stderr: BoundedOutput,
-    started: Instant,
-) {
-    let ended = run_guest(sandbox, module, args, gate, cancel, stdout, stderr, started);
-    gate.end(ended);
-}
-
+/// The guest's thread: makes the store, starts the command, and says how it ended.
 #[allow(clippy::too_many_arguments)]
 fn run_guest(
     sandbox: &Sandbox,

@@ -1966,6 +1966,23 @@ enum OutputEncoding {
     Base64,
 }
 
+impl OutputEncoding {
+    /// `bytes` in this encoding, as a JSON string.
+    fn encode(self, bytes: &[u8]) -> Json_ {
+        Json_::String(match self {
+            OutputEncoding::Text => String::from_utf8_lossy(bytes).into_owned(),
+            OutputEncoding::Base64 => base64::engine::general_purpose::STANDARD.encode(bytes),
+        })
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            OutputEncoding::Text => "text",
+            OutputEncoding::Base64 => "base64",
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RunRequest {
@@ -2065,15 +2082,10 @@ async fn run(
         .map_err(core_error)?;
         // Each stream once, in the encoding the client chose: never both, which would double
         // what a guest's output costs the server to send.
-        let encode = |b: &[u8]| match req.output {
-            OutputEncoding::Text => Json_::String(String::from_utf8_lossy(b).into_owned()),
-            OutputEncoding::Base64 => {
-                Json_::String(base64::engine::general_purpose::STANDARD.encode(b))
-            }
-        };
+        let encode = |b: &[u8]| req.output.encode(b);
         Ok(Json(json!({
             "exit_code": out.report.exit_code,
-            "output_encoding": match req.output { OutputEncoding::Text => "text", OutputEncoding::Base64 => "base64" },
+            "output_encoding": req.output.as_str(),
             "stdout": encode(&out.stdout),
             "stderr": encode(&out.stderr),
             "stdout_truncated": out.report.stdout_truncated,

@@ -228,16 +228,11 @@ fn output_json(
     encoding: OutputEncoding,
     runtime: &Runtime,
 ) -> Result<Json_, ApiError> {
-    let encode = |b: &[u8]| match encoding {
-        OutputEncoding::Text => Json_::String(String::from_utf8_lossy(b).into_owned()),
-        OutputEncoding::Base64 => {
-            Json_::String(base64::engine::general_purpose::STANDARD.encode(b))
-        }
-    };
+    let encode = |b: &[u8]| encoding.encode(b);
     Ok(json!({
         "exit_code": out.report.exit_code,
         "outcome": out.report.outcome.kind().as_str(),
-        "output_encoding": match encoding { OutputEncoding::Text => "text", OutputEncoding::Base64 => "base64" },
+        "output_encoding": encoding.as_str(),
         "stdout": encode(&out.stdout),
         "stderr": encode(&out.stderr),
         "stdout_truncated": out.report.stdout_truncated,
