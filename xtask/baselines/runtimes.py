@@ -137,11 +137,12 @@ def kept(lang, wasm, iterations, tmp):
 
 
 def cache_config(cache_dir):
-    """A cache configuration file for wasmtime; newer wasmtime has no `enabled` key."""
+    """A cache configuration file for wasmtime; newer wasmtime has no `enabled` key. It sits
+    beside the cache directory: wasmtime's cache cleanup deletes files it does not know."""
     import wasmtime
 
     os.makedirs(cache_dir, exist_ok=True)
-    path = os.path.join(cache_dir, "config.toml")
+    path = cache_dir.rstrip("/") + ".toml"
     for text in (
         f'[cache]\ndirectory = "{cache_dir}"\n',
         f'[cache]\nenabled = true\ndirectory = "{cache_dir}"\n',

@@ -23,8 +23,8 @@ use criterion::{BatchSize, Criterion, SamplingMode, criterion_group, criterion_m
 use wasmcage_core::{CacheConfig, Engine, EngineConfig, Limits, Policy, Sandbox, TurnLimits};
 use wasmcage_events::NoopObserver;
 use wasmcage_runtime::{
-    Code, Registry, Runtime, RuntimeSpec, STARTUP_FUEL, STARTUP_TIMEOUT, SessionSettings,
-    Sessions, run_oneshot, spec,
+    Code, Registry, Runtime, RuntimeSpec, STARTUP_FUEL, STARTUP_TIMEOUT, SessionSettings, Sessions,
+    run_oneshot, spec,
 };
 
 /// The target directory this benchmark was built in (`<target>/<profile>/deps/<bench>`), so
@@ -60,12 +60,8 @@ struct Lang {
     session_cell: &'static str,
 }
 
-const PYTHON: (&RuntimeSpec, &str, &str, &str) = (
-    &spec::PYTHON,
-    "print(1+1)",
-    "x = 0",
-    "x += 1\nprint(x)",
-);
+const PYTHON: (&RuntimeSpec, &str, &str, &str) =
+    (&spec::PYTHON, "print(1+1)", "x = 0", "x += 1\nprint(x)");
 const JAVASCRIPT: (&RuntimeSpec, &str, &str, &str) = (
     &spec::JAVASCRIPT,
     "console.log(1+1)",
@@ -145,7 +141,9 @@ fn runtimes(c: &mut Criterion) {
     for lang in &langs {
         let runtime = &lang.runtime;
         let sb = sandbox(&engine, runtime);
-        let driver = runtime.driver().expect("the built-in runtimes have drivers");
+        let driver = runtime
+            .driver()
+            .expect("the built-in runtimes have drivers");
 
         let out = runtime
             .run_cold(&sb, lang.oneshot, Vec::new().into(), None)
