@@ -776,8 +776,8 @@ fn print(r: &Results, peers: &Result<Value, String>, criterion: &Path) {
     );
     if let Ok(json) = peers {
         for (key, field) in [
-            ("wasmtime_py_kept_python", "compile_ms"),
-            ("wasmtime_py_kept_javascript", "compile_ms"),
+            ("wasmtime_py_kept_python", "module_load_ms"),
+            ("wasmtime_py_kept_javascript", "module_load_ms"),
             ("wasmtime_py_cache_python", "first_call_ms"),
             ("wasmtime_py_cache_javascript", "first_call_ms"),
         ] {
