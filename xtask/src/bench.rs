@@ -2,7 +2,8 @@
 //! criterion's own estimates, with each row's ratio to the baseline of its group, then the
 //! language runtimes section (`runtimes.rs`): the service, the CLI and the peers.
 //! `cargo xtask bench runtimes [CRITERION ARGS]` runs only the runtimes' benchmark and that
-//! section; any other arguments go to criterion as before.
+//! section (`bench runtimes --no-criterion`: the section alone, reading whatever estimates
+//! criterion left); any other arguments go to criterion as before.
 
 use std::path::Path;
 
@@ -98,7 +99,8 @@ pub fn run(extra: &[String]) -> Result<()> {
             extra,
         )
     };
-    for (package, bench) in benches {
+    let skip = only_runtimes && extra.first().is_some_and(|a| a == "--no-criterion");
+    for (package, bench) in benches.iter().filter(|_| !skip) {
         let mut args = vec!["bench", "-p", package, "--bench", bench, "--"];
         args.extend(extra.iter().map(String::as_str));
         cargo(&args)?;

@@ -273,6 +273,10 @@ fn closed_loop(addr: SocketAddr, body: &str, clients: usize, secs: u64) -> (f64,
 
 /// Everything measured over HTTP.
 fn service(bin: &Path, data: &Path, keep: &Path, tmp: &Path, r: &mut Results) -> Result<()> {
+    // A first server compiles the interpreters into the kept cache if it is empty, so that
+    // every server measured below loads them the same way (compiling leaves memory behind).
+    let (path, addr) = config(tmp, data, keep, 0, None)?;
+    drop(serve(bin, &path, addr)?);
     // Memory and CPU per pre-started interpreter: one runtime alone, with no pool and with
     // a pool of POOL_RSS, each measured once its pools are full.
     for (lang, rss_key, cpu_key) in [
