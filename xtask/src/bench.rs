@@ -1,11 +1,15 @@
 //! `cargo xtask bench`: runs the criterion benchmarks and prints one comparison table from
-//! criterion's own estimates, with each row's ratio to the baseline of its group.
+//! criterion's own estimates, with each row's ratio to the baseline of its group, then the
+//! language runtimes section (`runtimes.rs`): the service, the CLI and the peers.
+//! `cargo xtask bench runtimes [CRITERION ARGS]` runs only the runtimes' benchmark and that
+//! section (`bench runtimes --no-criterion`: the section alone, reading whatever estimates
+//! criterion left); any other arguments go to criterion as before.
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::{cargo, root};
+use crate::{cargo, target_dir};
 
 /// Benchmark groups, each with its baseline first; the rest are compared against it.
 const GROUPS: &[(&str, &[&str])] = &[
@@ -61,26 +65,58 @@ const GROUPS: &[(&str, &[&str])] = &[
             "throughput/sandbox_2_threads",
         ],
     ),
+    (
+        "Python `print(1+1)` in-process: fresh interpreter, pre-started, session cell",
+        &[
+            "runtime/python_cold",
+            "runtime/python_prestarted",
+            "runtime/python_session_cell",
+        ],
+    ),
+    (
+        "JavaScript `console.log(1+1)` in-process: fresh interpreter, pre-started, session cell",
+        &[
+            "runtime/javascript_cold",
+            "runtime/javascript_prestarted",
+            "runtime/javascript_session_cell",
+        ],
+    ),
 ];
 
 pub fn run(extra: &[String]) -> Result<()> {
-    let benches = [
-        ("wasmcage-core", "execution"),
-        ("wasmcage-cli", "cold_start"),
-        ("wasmcage", "observers"),
-    ];
-    for (package, bench) in benches {
+    let criterion = target_dir().join("criterion");
+    let only_runtimes = extra.first().is_some_and(|a| a == "runtimes");
+    let (benches, extra): (&[(&str, &str)], _) = if only_runtimes {
+        (&[("wasmcage-runtime", "runtimes")], &extra[1..])
+    } else {
+        (
+            &[
+                ("wasmcage-core", "execution"),
+                ("wasmcage-cli", "cold_start"),
+                ("wasmcage", "observers"),
+                ("wasmcage-runtime", "runtimes"),
+            ],
+            extra,
+        )
+    };
+    let skip = only_runtimes && extra.first().is_some_and(|a| a == "--no-criterion");
+    for (package, bench) in benches.iter().filter(|_| !skip) {
         let mut args = vec!["bench", "-p", package, "--bench", bench, "--"];
         args.extend(extra.iter().map(String::as_str));
         cargo(&args)?;
     }
-    print_table(&root().join("target/criterion"))
+    print_table(&criterion, only_runtimes)?;
+    crate::runtimes::run(&criterion)
 }
 
-fn print_table(dir: &Path) -> Result<()> {
+/// Prints the groups' table (with `only_runtimes`, the runtimes' groups alone).
+fn print_table(dir: &Path, only_runtimes: bool) -> Result<()> {
     println!("\n| benchmark | mean | 95% CI | vs baseline |");
     println!("|---|---|---|---|");
     for (title, ids) in GROUPS {
+        if only_runtimes && !ids.iter().all(|id| id.starts_with("runtime/")) {
+            continue;
+        }
         println!("| **{title}** | | | |");
         let mut baseline = None;
         for id in *ids {
@@ -107,7 +143,7 @@ fn print_table(dir: &Path) -> Result<()> {
 }
 
 /// Criterion's mean estimate and its confidence interval, in nanoseconds.
-fn estimate(dir: &Path, id: &str) -> Result<Option<(f64, f64, f64)>> {
+pub(crate) fn estimate(dir: &Path, id: &str) -> Result<Option<(f64, f64, f64)>> {
     let path = dir.join(id).join("new/estimates.json");
     let Ok(text) = std::fs::read_to_string(&path) else {
         return Ok(None);

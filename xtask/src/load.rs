@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::{cargo, root};
+use crate::{cargo, target_dir};
 
 const ADD: &str = r#"(module (func (export "add") (param i32 i32) (result i32) (i32.add (local.get 0) (local.get 1))))"#;
 
@@ -24,7 +24,7 @@ const HELLO: &str = r#"(module
     (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
 
 /// Kills the server when the load run ends, however it ends.
-struct Serving(Child);
+pub(crate) struct Serving(pub(crate) Child);
 
 impl Drop for Serving {
     fn drop(&mut self) {
@@ -51,7 +51,7 @@ pub fn run(args: &[String]) -> Result<()> {
         ),
     )?;
     let server = Serving(
-        Command::new(root().join("target/release/wasmcage"))
+        Command::new(target_dir().join("release/wasmcage"))
             .args([
                 "serve",
                 "--config",
@@ -181,7 +181,12 @@ fn drive(
 }
 
 /// One HTTP/1.1 request on a fresh connection: the status and the body.
-fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> Result<(u16, String)> {
+pub(crate) fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<(u16, String)> {
     let mut stream = TcpStream::connect(addr)?;
     write!(
         stream,
@@ -203,7 +208,7 @@ fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> Result<(u1
 }
 
 /// The resident set of a process, in KiB.
-fn rss_kib(pid: u32) -> Result<u64> {
+pub(crate) fn rss_kib(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()

@@ -10,6 +10,7 @@ use sha2::Digest;
 mod bench;
 mod fuzz;
 mod load;
+mod runtimes;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -23,7 +24,8 @@ fn main() -> Result<()> {
                 "usage: cargo xtask <task>\n\n\
                  tasks:\n  \
                  ci      format check, clippy, every test, cargo-deny (what CI runs)\n  \
-                 bench   run the criterion benchmarks and print a comparison table\n  \
+                 bench   run the criterion benchmarks and print a comparison table, then the\n          \
+                 language runtimes against their peers (`bench runtimes`: only those)\n  \
                  load    drive `wasmcage serve` with wrk and print throughput, latency, RSS\n  \
                  fuzz    run generated and mutated modules for --minutes N [--seed S] (release)"
             );
@@ -38,6 +40,14 @@ pub fn root() -> PathBuf {
         .parent()
         .expect("xtask sits in the workspace")
         .to_owned()
+}
+
+/// The target directory: `$CARGO_TARGET_DIR` (relative to the workspace root), else
+/// `target/` in the workspace.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| root().join("target"), |d| root().join(d))
 }
 
 /// Runs `cargo` with these arguments in the workspace root, failing if it fails.
