@@ -51,6 +51,10 @@ fn exec(args: &[&str], stdin: &[u8]) -> Output {
         .env("WASMCAGE_CACHE_DIR", cache)
         .env("WASMCAGE_DATA_DIR", data_dir())
         .arg("exec")
+        // On a clean machine the first exec compiles CPython (26 MB) in the compile worker,
+        // and tests running side by side may each compile it: more than the default budget
+        // on two busy cores.
+        .args(["--compile-timeout", "600s"])
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
