@@ -114,6 +114,9 @@ struct Handover {
     eof: bool,
     limits: TurnLimits,
     context: ExecutionContext,
+    /// Bytes the host wrote into the guest's scratch directory for this turn, charged
+    /// against the guest's disk allowance.
+    disk_charge: u64,
 }
 
 /// The guest's state when it stopped to wait for a turn.
@@ -122,6 +125,8 @@ struct Pause {
     fuel_left: Option<u64>,
     memory_peak: u64,
     breach: Option<LimitBreach>,
+    /// What is left of the disk allowance (`None`: unlimited).
+    disk_left: Option<u64>,
 }
 
 struct Ended {
@@ -173,6 +178,7 @@ pub(crate) fn read_stdin(
             fuel_left: caller.get_fuel().ok(),
             memory_peak: data.limiter.memory_peak,
             breach: data.limiter.breach,
+            disk_left: data.disk_left,
         });
         gate.to_host.notify_all();
         let handover = loop {
@@ -192,7 +198,7 @@ pub(crate) fn read_stdin(
             state.pending = next.input;
             state.eof = next.eof;
             drop(state);
-            arm_turn(caller, next.limits, next.context)?;
+            arm_turn(caller, next.limits, next.context, next.disk_charge)?;
             state = gate.lock();
         }
     }
@@ -205,6 +211,7 @@ fn arm_turn(
     caller: &mut Caller<'_, StoreState>,
     limits: TurnLimits,
     context: ExecutionContext,
+    disk_charge: u64,
 ) -> wasmtime::Result<()> {
     if caller.get_fuel().is_ok() {
         caller.set_fuel(limits.fuel.unwrap_or(u64::MAX))?;
@@ -214,6 +221,7 @@ fn arm_turn(
     state.deadline = crate::store::deadline(now, limits.timeout);
     state.timeout = limits.timeout;
     state.limiter.breach = None;
+    state.disk_left = state.disk_left.map(|left| left.saturating_sub(disk_charge));
     state.context = Some(context);
     if let Some(guard) = &mut state.guard {
         guard.execution_id = context.execution_id;
@@ -234,6 +242,10 @@ pub struct Interactive {
     runtime: Option<Arc<RuntimeTag>>,
     startup: Startup,
     alive: bool,
+    /// The guest's disk allowance when it last paused, less what the host charged since.
+    disk_left: Option<u64>,
+    /// Bytes charged for the next turn.
+    disk_charge: u64,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -304,6 +316,8 @@ impl Interactive {
                 memory_bytes: 0,
             },
             alive: true,
+            disk_left: None,
+            disk_charge: 0,
             thread: Some(thread),
         };
         let limits = sandbox.limits();
@@ -315,6 +329,7 @@ impl Interactive {
                 // Start-up output (a banner, warnings) is nobody's turn.
                 interactive.io.stdout.take();
                 interactive.io.stderr.take();
+                interactive.disk_left = pause.disk_left;
                 interactive.startup = Startup {
                     duration: started.elapsed(),
                     fuel_consumed: fuel_given
@@ -365,6 +380,21 @@ impl Interactive {
         self.gate.lock().scratch.clone()
     }
 
+    /// Charges `bytes` the host is about to write into the guest's scratch directory
+    /// against the guest's disk allowance (the sandbox's `disk_bytes`, over the guest's
+    /// whole life), so that files handed in with turns cannot fill the disk past it.
+    /// When they do not fit, nothing is charged and the error holds the bytes left.
+    pub fn charge_disk(&mut self, bytes: u64) -> Result<(), u64> {
+        if let Some(left) = self.disk_left {
+            let left = left.saturating_sub(self.disk_charge);
+            if bytes > left {
+                return Err(left);
+            }
+        }
+        self.disk_charge = self.disk_charge.saturating_add(bytes);
+        Ok(())
+    }
+
     /// The module the guest runs.
     pub fn module(&self) -> &Module {
         &self.module
@@ -409,19 +439,23 @@ impl Interactive {
                 eof,
                 limits,
                 context,
+                disk_charge: std::mem::take(&mut self.disk_charge),
             });
         }
         self.gate.to_guest.notify_all();
         let waited = self.wait(limits.timeout);
         let duration = started.elapsed();
         let (outcome, mut message, fuel_left, memory_peak, breach) = match waited {
-            Waited::Paused(p) => (
-                Outcome::Completed,
-                None,
-                p.fuel_left,
-                p.memory_peak,
-                p.breach,
-            ),
+            Waited::Paused(p) => {
+                self.disk_left = p.disk_left;
+                (
+                    Outcome::Completed,
+                    None,
+                    p.fuel_left,
+                    p.memory_peak,
+                    p.breach,
+                )
+            }
             Waited::Ended(e) => {
                 self.alive = false;
                 (e.outcome, e.message, e.fuel_left, e.memory_peak, e.breach)

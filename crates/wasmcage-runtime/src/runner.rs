@@ -270,7 +270,7 @@ pub fn check_file_name(name: &str) -> Result<(), RunError> {
     Ok(())
 }
 
-fn put_files(interpreter: &Interactive, files: &[(String, Vec<u8>)]) -> Result<(), RunError> {
+fn put_files(interpreter: &mut Interactive, files: &[(String, Vec<u8>)]) -> Result<(), RunError> {
     if files.is_empty() {
         return Ok(());
     }
@@ -285,6 +285,13 @@ fn put_files(interpreter: &Interactive, files: &[(String, Vec<u8>)]) -> Result<(
     let Some(root) = interpreter.scratch_dir() else {
         return Err(RunError::Input("this interpreter has no workspace".into()));
     };
+    // The files count against the workspace quota like the code's own writes.
+    let bytes = files.iter().map(|(_, c)| c.len() as u64).sum::<u64>();
+    interpreter.charge_disk(bytes).map_err(|left| {
+        RunError::Input(format!(
+            "the files ({bytes} bytes) do not fit the {left} bytes left of the workspace quota"
+        ))
+    })?;
     for (name, contents) in files {
         let path = root.join(name);
         if let Some(parent) = path.parent() {
