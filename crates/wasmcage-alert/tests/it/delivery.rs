@@ -341,8 +341,13 @@ async fn permanent_failures_are_not_retried_and_a_dead_channel_blocks_no_other()
         (5, 10),
         "3 attempts each: {dead:?}"
     );
-    // What was given up on is kept, with the reason, and counted.
-    let letters = dispatcher.outbox().dead_letters().unwrap();
+    // What was given up on is kept, with the reason, and counted. The counter moves as the
+    // last attempt fails; its dead letter is written just after, so wait for it.
+    let mut letters = dispatcher.outbox().dead_letters().unwrap();
+    while letters.len() < 10 && Instant::now() < guard {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        letters = dispatcher.outbox().dead_letters().unwrap();
+    }
     let count = |channel: &str, says: &str| {
         letters
             .iter()
