@@ -9,7 +9,8 @@
 //! profiles. What must hold, the sandbox's promise to its users:
 //!
 //! - nothing panics, and the process neither aborts nor hangs;
-//! - compiling gives a module or a clean `Error::InvalidModule` (or `UnsupportedImport`);
+//! - compiling gives a module or a clean `Error::InvalidModule` (or `UnsupportedImport`, or
+//!   `ModuleTooLarge` when the scan before compiling finds it past the compile limits);
 //! - every execution gives a report with a classified outcome, or one of the errors a caller
 //!   causes (an unlinkable import, a signature the host cannot pass, not a command), never a
 //!   host error caused by the guest;
@@ -669,6 +670,9 @@ fn run_case(harness: &Harness, bytes: &[u8]) -> Result<Vec<String>, String> {
         Err(Error::UnsupportedImport { .. }) => {
             return Ok(vec!["compile:unsupported_import".into()]);
         }
+        // The scan before compiling refuses what declares more than the compile limits
+        // allow (a code section of 4 GiB, a function with 10 001 locals): a clean refusal.
+        Err(Error::ModuleTooLarge { .. }) => return Ok(vec!["compile:too_large".into()]),
         Err(other) => return Err(format!("compiling gave a host error: {other}")),
     };
     let mut labels = Vec::new();
@@ -1667,6 +1671,12 @@ fn the_harness_runs_every_export_and_the_command() {
     assert_eq!(
         run_case(&harness, b"\0asm\x01\0\0\0\x01").unwrap(),
         ["compile:invalid"]
+    );
+    // A code section declaring 4 GiB (what the mutator made of seed 0x18eaca8326a3b063,
+    // case 1909): refused by the scan as too large, a clean refusal, not a host error.
+    assert_eq!(
+        run_case(&harness, b"\0asm\x01\0\0\0\x0a\xff\xff\xff\xff\x0f\0").unwrap(),
+        ["compile:too_large"]
     );
 }
 
