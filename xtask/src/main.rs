@@ -10,6 +10,7 @@ use sha2::Digest;
 mod bench;
 mod fuzz;
 mod load;
+mod python;
 mod runtimes;
 
 fn main() -> Result<()> {
@@ -19,6 +20,7 @@ fn main() -> Result<()> {
         Some("bench") => bench::run(&args[1..]),
         Some("load") => load::run(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
+        Some("pytest") => python::run(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
@@ -27,7 +29,8 @@ fn main() -> Result<()> {
                  bench   run the criterion benchmarks and print a comparison table, then the\n          \
                  language runtimes against their peers (`bench runtimes`: only those)\n  \
                  load    drive `wasmcage serve` with wrk and print throughput, latency, RSS\n  \
-                 fuzz    run generated and mutated modules for --minutes N [--seed S] (release)"
+                 fuzz    run generated and mutated modules for --minutes N [--seed S] (release)\n  \
+                 pytest  the Python tests (MCP SDK, client, deployment) against the release binary"
             );
             bail!("no task given")
         }
@@ -81,6 +84,27 @@ fn run(program: &str, args: &[&str]) -> Result<()> {
         .with_context(|| format!("cannot run {program}; is it installed? (.ci/run installs it)"))?;
     if !status.success() {
         bail!("`{program} {}` failed with {status}", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Runs a prepared command, echoing it, failing if it fails.
+fn run_program(cmd: &mut Command) -> Result<()> {
+    let shown = format!(
+        "{} {}",
+        cmd.get_program().to_string_lossy(),
+        cmd.get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    eprintln!("\n$ {shown}");
+    let status = cmd
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("cannot run {shown}"))?;
+    if !status.success() {
+        bail!("`{shown}` failed with {status}");
     }
     Ok(())
 }
@@ -226,6 +250,11 @@ fn ci() -> Result<()> {
         &[("WASMCAGE_TEST_WHEEL", &wheel)],
     )?;
     cargo(&["test", "--workspace", "--doc"])?;
+    // The Python tests: real counterparts nobody on this project wrote (the official MCP SDK,
+    // the HTTP client package) against the release binary.
+    let bin = python::release_binary()?;
+    let python = python::venv()?;
+    python::pytest(&python, &bin, &wheel, &[])?;
     // The Prometheus alerting rules shipped for users are unit-tested with promtool.
     run(
         "promtool",
