@@ -71,7 +71,8 @@ class LiveServer:
         toml += top
         toml += ["[runtimes]"]
         if runtimes:
-            toml += [f'dir = "{runtimes_dir()}"', "pool_size = 1", "max_sessions = 8"]
+            toml += [f'dir = "{runtimes_dir()}"', "pool_size = 1", "max_sessions = 8",
+                     "max_sessions_per_key = 4"]
         else:
             toml += ["enabled = false"]
         toml += tables
@@ -109,7 +110,12 @@ class LiveServer:
                     found.set()
 
         threading.Thread(target=pump, daemon=True).start()
-        if not found.wait(60):
+        deadline = time.monotonic() + 60
+        while not found.wait(0.05):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                break
+        if not found.is_set():
+            time.sleep(0.2)  # let the pump read the last lines
             self.stop()
             raise RuntimeError("wasmcage serve did not start:\n" + "".join(self.stderr_lines))
         self.wait_ready()
@@ -126,6 +132,17 @@ class LiveServer:
                 pass
             time.sleep(0.05)
         raise RuntimeError("wasmcage serve never became ready:\n" + "".join(self.stderr_lines))
+
+    def stop_process(self) -> None:
+        """Stops the server but keeps its directory and configuration (for `wasmcage mcp`,
+        which runs the same service over stdio from the same file)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

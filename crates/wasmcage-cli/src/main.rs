@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod exec;
+mod mcp;
 mod policy_cmd;
 mod run;
 mod runtime_cmd;
@@ -27,6 +28,7 @@ enum Command {
     Exec(exec::ExecArgs),
     Policy(policy_cmd::PolicyArgs),
     Serve(serve::ServeArgs),
+    Mcp(mcp::McpArgs),
     Runtime(runtime_cmd::RuntimeArgs),
     /// Compiles one module from stdin to stdout under the given budget; the engine runs
     /// this in a child process (see `CompileWorker`). Not for people.
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
         Command::Exec(args) => exec::main(args),
         Command::Policy(args) => policy_cmd::main(args),
         Command::Serve(args) => serve::main(args),
+        Command::Mcp(args) => mcp::main(args),
         Command::Runtime(args) => runtime_cmd::main(args),
         Command::CompileWorker { options } => {
             let served = wasmcage::core::WorkerOptions::parse(&options)

@@ -261,6 +261,12 @@ struct Account {
 #[derive(Clone)]
 pub(crate) struct Caller(Arc<str>);
 
+/// A request the server makes to itself for a caller it has already authenticated and
+/// charged: an MCP tool call over HTTP (see `mcp`). Only extensions carry it, and nothing
+/// a client sends becomes an extension.
+#[derive(Clone)]
+pub(crate) struct Internal(pub(crate) Caller);
+
 /// Everything the handlers share.
 pub(crate) struct State {
     limiter: RateLimiter,
@@ -824,7 +830,7 @@ fn owner_of(who: &str) -> String {
 }
 
 /// strict < standard < permissive: what each profile grants is a superset of the previous.
-fn rank(p: Profile) -> u8 {
+pub(crate) fn rank(p: Profile) -> u8 {
     match p {
         Profile::Strict => 0,
         Profile::Standard => 1,
@@ -1124,7 +1130,43 @@ fn core_error(e: wasmcage::Error) -> ApiError {
     ApiError::bad(code, e.to_string())
 }
 
+/// The whole service: `/v1`, the monitoring endpoints, `/v1/openapi.json` and, unless
+/// `[mcp] enabled = false`, `/mcp`, whose tool calls go to the same routes in process.
 pub(crate) fn router(state: Arc<State>) -> axum::Router {
+    let endpoints = endpoints(state.clone());
+    let app = finish(endpoints.clone(), &state);
+    if !state.config.mcp.enabled {
+        return app;
+    }
+    let tools = crate::mcp::Tools::new(app, &state.config, None);
+    let mcp = axum::Router::new()
+        .route_service("/mcp", crate::mcp::http_service(tools, &state.config))
+        // Authenticated, rate limited and read under the body limits like `/v1`.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            read_body,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ));
+    finish(endpoints.merge(mcp), &state)
+}
+
+/// The fallback and the request observer, around a set of routes.
+fn finish(routes: axum::Router, state: &Arc<State>) -> axum::Router {
+    routes
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such route; the API lives under /v1",
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+}
+
+fn endpoints(state: Arc<State>) -> axum::Router {
     let api = axum::Router::new()
         .route("/v1/modules", post(upload).get(list))
         .route("/v1/modules/{id}", get(describe).delete(remove))
@@ -1162,19 +1204,10 @@ pub(crate) fn router(state: Arc<State>) -> axum::Router {
         state.clone(),
         guard_monitoring,
     ));
-    api.merge(monitoring)
-        .route(
-            "/v1/openapi.json",
-            get(|| async { Json(crate::openapi::document()) }),
-        )
-        .fallback(|| async {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such route; the API lives under /v1",
-            )
-        })
-        .layer(axum::middleware::from_fn_with_state(state, observe))
+    api.merge(monitoring).route(
+        "/v1/openapi.json",
+        get(|| async { Json(crate::openapi::document()) }),
+    )
 }
 
 fn alert_json(a: &wasmcage::alert::ActiveAlert) -> Json_ {
@@ -1362,11 +1395,20 @@ async fn authenticate(
         );
         return refused;
     }
-    let who = match check_key(&state, &request) {
-        Ok(who) => who,
-        Err(refused) => return refused,
+    let internal = request
+        .extensions()
+        .get::<Internal>()
+        .map(|i| i.0.0.clone());
+    let who = match internal.clone() {
+        Some(who) => who,
+        None => match check_key(&state, &request) {
+            Ok(who) => who,
+            Err(refused) => return refused,
+        },
     };
-    if let Err(wait) = state.limiter.take(&who) {
+    if internal.is_none()
+        && let Err(wait) = state.limiter.take(&who)
+    {
         let s = seconds(wait);
         return ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,

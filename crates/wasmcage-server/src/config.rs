@@ -96,6 +96,8 @@ pub struct ServerConfig {
     pub pools: Pools,
     /// Language runtimes: `/v1/execute` and `/v1/sessions` (file table `[runtimes]`).
     pub runtimes: Runtimes,
+    /// The Model Context Protocol server for agents (file table `[mcp]`).
+    pub mcp: Mcp,
     /// The file this configuration was read from, re-read on `SIGHUP` (set by
     /// [`ServerConfig::load`]; not a file key).
     pub source: Option<PathBuf>,
@@ -156,6 +158,47 @@ impl Runtimes {
             .saturating_mul(Self::POOLED_RUNTIMES)
             .saturating_add(self.max_sessions)
     }
+}
+
+/// The MCP server: the sandbox's tools for LLM agents, at `/mcp` on `wasmcage serve`
+/// (Streamable HTTP) and over stdio with `wasmcage mcp` (see docs/mcp.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mcp {
+    /// Whether `wasmcage serve` answers at `/mcp` (default `true`).
+    pub enabled: bool,
+    /// The profile tool calls run under, at most the server's (default: the server's).
+    pub profile: Option<Profile>,
+    /// Ceilings for tool calls below `[max_limits]`: what an agent asks for is lowered to
+    /// these, and when it asks for nothing it gets these (default: none beyond the server's).
+    pub max_limits: McpLimits,
+    /// The `Host` values `/mcp` accepts (DNS-rebinding protection). Empty (the default):
+    /// loopback names when the server listens on loopback, any host otherwise (API keys are
+    /// required there).
+    pub allowed_hosts: Vec<String>,
+}
+
+impl Default for Mcp {
+    fn default() -> Self {
+        Mcp {
+            enabled: true,
+            profile: None,
+            max_limits: McpLimits::default(),
+            allowed_hosts: Vec::new(),
+        }
+    }
+}
+
+/// Ceilings for MCP tool calls; `None` leaves the server's `[max_limits]` in force.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct McpLimits {
+    /// Linear memory, in bytes.
+    pub memory: Option<u64>,
+    /// Fuel units.
+    pub fuel: Option<u64>,
+    /// Wall-clock time.
+    pub timeout: Option<Duration>,
+    /// Bytes kept of stdout and of stderr each.
+    pub max_output: Option<u64>,
 }
 
 /// Warm pools for stored modules: pre-instantiated instances, so that an execution starts
@@ -505,6 +548,7 @@ impl Default for ServerConfig {
                 ..Pools::default()
             },
             runtimes: Runtimes::default(),
+            mcp: Mcp::default(),
             source: None,
         }
     }
@@ -556,6 +600,26 @@ struct File {
     tracing: Option<FileTracing>,
     pools: Option<FilePools>,
     runtimes: Option<FileRuntimes>,
+    mcp: Option<FileMcp>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct FileMcp {
+    enabled: Option<bool>,
+    profile: Option<String>,
+    allowed_hosts: Option<Vec<String>>,
+    // A table last.
+    max_limits: Option<FileMcpLimits>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct FileMcpLimits {
+    memory: Option<String>,
+    fuel: Option<u64>,
+    timeout: Option<String>,
+    max_output: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -914,6 +978,33 @@ impl ServerConfig {
                     parse_size(&v).map_err(|e| bad("runtimes.workspace_quota", e))?;
             }
         }
+        if let Some(m) = file.mcp {
+            if let Some(v) = m.enabled {
+                c.mcp.enabled = v;
+            }
+            if let Some(v) = m.profile {
+                c.mcp.profile = Some(v.parse().map_err(|e| bad("mcp.profile", e))?);
+            }
+            if let Some(v) = m.allowed_hosts {
+                c.mcp.allowed_hosts = v;
+            }
+            if let Some(l) = m.max_limits {
+                let limits = &mut c.mcp.max_limits;
+                if let Some(v) = l.memory {
+                    limits.memory =
+                        Some(parse_size(&v).map_err(|e| bad("mcp.max_limits.memory", e))?);
+                }
+                limits.fuel = l.fuel;
+                if let Some(v) = l.timeout {
+                    limits.timeout =
+                        Some(parse_duration(&v).map_err(|e| bad("mcp.max_limits.timeout", e))?);
+                }
+                if let Some(v) = l.max_output {
+                    limits.max_output =
+                        Some(parse_size(&v).map_err(|e| bad("mcp.max_limits.max_output", e))?);
+                }
+            }
+        }
         // The default number of executions leaves room for the pools' ready instances and
         // the runtimes' interpreters.
         if !max_executions_set && c.held_instances() > 0 {
@@ -1042,6 +1133,35 @@ impl ServerConfig {
         }
         if r.workspace_quota == 0 {
             return Err(bad("runtimes.workspace_quota", "must be larger than zero"));
+        }
+        if let Some(p) = self.mcp.profile
+            && crate::api::rank(p) > crate::api::rank(self.profile)
+        {
+            return Err(bad(
+                "mcp.profile",
+                format!(
+                    "{} is wider than the server's profile ({}); tool calls may only narrow it",
+                    p.as_str(),
+                    self.profile.as_str()
+                ),
+            ));
+        }
+        for host in &self.mcp.allowed_hosts {
+            if host.is_empty()
+                || host.len() > 261
+                || !host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_*".contains(&b))
+            {
+                return Err(bad(
+                    "mcp.allowed_hosts",
+                    format!("{host:?} is not a host name or host:port"),
+                ));
+            }
+        }
+        let m = &self.mcp.max_limits;
+        if m.memory == Some(0) || m.fuel == Some(0) || m.timeout.is_some_and(|t| t.is_zero()) {
+            return Err(bad("mcp.max_limits", "a ceiling must be larger than zero"));
         }
         // The size of `every_module` pools matters only when there are some.
         let every = (self.pools.every_module > 0).then_some(("pools".to_owned(), self.pools.size));
@@ -1315,6 +1435,17 @@ impl ServerConfig {
                 max_sessions_per_key: Some(self.runtimes.max_sessions_per_key),
                 session_idle: Some(ms(self.runtimes.session_idle)),
                 workspace_quota: Some(self.runtimes.workspace_quota.to_string()),
+            }),
+            mcp: Some(FileMcp {
+                enabled: Some(self.mcp.enabled),
+                profile: Some(self.mcp.profile.unwrap_or(self.profile).as_str().to_owned()),
+                allowed_hosts: Some(self.mcp.allowed_hosts.clone()),
+                max_limits: Some(FileMcpLimits {
+                    memory: self.mcp.max_limits.memory.map(|v| v.to_string()),
+                    fuel: self.mcp.max_limits.fuel,
+                    timeout: self.mcp.max_limits.timeout.map(ms),
+                    max_output: self.mcp.max_limits.max_output.map(|v| v.to_string()),
+                }),
             }),
             max_limits: Some(FileLimits {
                 memory: Some(self.max_limits.memory_bytes.to_string()),

@@ -8,6 +8,7 @@
 
 mod api;
 mod config;
+pub mod mcp;
 pub mod openapi;
 mod store;
 
@@ -16,8 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use config::{
-    Admission, AuthThrottle, Health, Logging, MemoryLimit, PoolSize, Pools, Quota, RateLimit,
-    ServerConfig, Tracing,
+    Admission, AuthThrottle, Health, Logging, Mcp, McpLimits, MemoryLimit, PoolSize, Pools, Quota,
+    RateLimit, ServerConfig, Tracing,
 };
 
 /// An error starting or configuring the service.
