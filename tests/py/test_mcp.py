@@ -267,3 +267,19 @@ async def test_mcp_can_be_turned_off():
     with LiveServer("[mcp]\nenabled = false") as server:
         raw = httpx.post(server.base + "/mcp", json={}, headers={"x-api-key": KEY})
         assert raw.status_code == 404
+
+
+async def test_http_refuses_foreign_hosts():
+    # A page on another origin reaching a loopback server through DNS rebinding arrives with
+    # its own Host: refused even with a key, while the server's own names are served.
+    with LiveServer() as server:
+        ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+        accept = "application/json, text/event-stream"
+        port = server.base.rsplit(":", 1)[1]
+        for host, ok in ((f"attacker.example:{port}", False), (f"localhost:{port}", True)):
+            raw = httpx.post(
+                server.base + "/mcp",
+                json=ping,
+                headers={"accept": accept, "x-api-key": KEY, "host": host},
+            )
+            assert (raw.status_code == 200) == ok, (host, raw.status_code, raw.text)

@@ -1438,7 +1438,8 @@ impl ServerConfig {
             }),
             mcp: Some(FileMcp {
                 enabled: Some(self.mcp.enabled),
-                profile: Some(self.mcp.profile.unwrap_or(self.profile).as_str().to_owned()),
+                // Unset: the server's profile, whatever it is after a reload.
+                profile: self.mcp.profile.map(|p| p.as_str().to_owned()),
                 allowed_hosts: Some(self.mcp.allowed_hosts.clone()),
                 max_limits: Some(FileMcpLimits {
                     memory: self.mcp.max_limits.memory.map(|v| v.to_string()),

@@ -820,3 +820,90 @@ pub async fn serve_stdio(config: ServerConfig, key: Option<String>) -> Result<()
     let _ = running.waiting().await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_caps(caps: crate::McpLimits) -> Tools {
+        let mut config = ServerConfig::default();
+        config.mcp.max_limits = caps;
+        Tools::new(axum::Router::new(), &config, None)
+    }
+
+    fn limits(v: Value) -> Option<Limits> {
+        Some(serde_json::from_value(v).unwrap())
+    }
+
+    #[test]
+    fn an_agents_limits_are_lowered_to_the_operators_ceilings() {
+        let t = with_caps(crate::McpLimits {
+            memory: Some(64 << 20),
+            fuel: Some(1000),
+            timeout: Some(std::time::Duration::from_millis(250)),
+            max_output: None,
+        });
+        let asked = limits(
+            json!({"fuel": 10_u64.pow(12), "timeout_ms": 100, "memory": "1GiB", "max_output": "1KiB"}),
+        );
+        assert_eq!(
+            t.capped(asked, true).unwrap(),
+            Some(json!({"fuel": 1000, "timeout_ms": 100, "memory": 64 << 20, "max_output": 1024}))
+        );
+        // Asking for nothing gets the ceilings.
+        assert_eq!(
+            t.capped(None, true).unwrap(),
+            Some(json!({"fuel": 1000, "timeout_ms": 250, "memory": 64 << 20}))
+        );
+        // A cell takes no memory; a bad size is refused, not ignored.
+        assert!(t.capped(limits(json!({"memory": 1})), false).is_err());
+        assert!(
+            t.capped(limits(json!({"max_output": "lots"})), true)
+                .is_err()
+        );
+        assert!(t.capped(limits(json!({"max_output": -1})), true).is_err());
+        // Without ceilings nothing is added.
+        assert_eq!(
+            with_caps(crate::McpLimits::default())
+                .capped(None, true)
+                .unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn only_plain_ids_reach_a_url_path() {
+        for ok in ["0123abcd", "a.b-c_d"] {
+            assert!(path_safe("id", ok).is_ok(), "{ok}");
+        }
+        let long = "a".repeat(129);
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "a?b",
+            "a%2f",
+            "a b",
+            "ü",
+            long.as_str(),
+        ] {
+            assert!(path_safe("id", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_tool_has_a_closed_object_schema() {
+        let all = tools();
+        assert_eq!(all.len(), 7);
+        for tool in &all {
+            assert_eq!(tool.input_schema["type"], "object", "{}", tool.name);
+            assert_eq!(
+                tool.input_schema["additionalProperties"], false,
+                "{}",
+                tool.name
+            );
+        }
+    }
+}
