@@ -212,6 +212,22 @@ async def test_http_runs_every_tool_as_the_callers_key():
             by_id = next(m["id"] for m in add_id if m["name"] == "adder")
             r = await session.call_tool("run_wasm", {"module": by_id, "export": "add", "args": [1, 1]})
             assert r.structured_content["results"] == [2]
+        # Each call is counted by tool, transport and result.
+        metrics = httpx.get(server.base + "/metrics").text.splitlines()
+
+        def counted(tool: str, result: str) -> float:
+            return sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in metrics
+                if line.startswith("wasmcage_mcp_tool_calls_total{")
+                and f'tool="{tool}"' in line
+                and 'transport="http"' in line
+                and f'result="{result}"' in line
+            )
+
+        assert counted("run_wasm", "ok") == 3
+        assert counted("execute_python", "guest_error") >= 3
+        assert counted("execute_python", "refused") >= 1
         # Another key sees none of them: tool calls act as the key of the MCP request.
         async with http_session(server, key="other-key-0123456789abcdef") as session:
             r = await session.call_tool("list_modules", {})

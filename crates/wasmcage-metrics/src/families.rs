@@ -102,6 +102,7 @@ pub(crate) struct Families {
     pub(crate) runtime_pool_assignments: IntCounterVec,
     pub(crate) runtime_pool_assignment: HistogramVec,
     pub(crate) runtime_pool_start_failures: IntCounterVec,
+    pub(crate) mcp_tool_calls: IntCounterVec,
     pub(crate) up: Gauge,
 }
 
@@ -274,6 +275,8 @@ families! {
         "Time an execution waited for an interpreter from a language runtime's pool.";
     runtime_pool_start_failures: IntCounterVec "wasmcage_runtime_pool_start_failures_total" ["runtime"] (),
         "Interpreters a language runtime's pool failed to pre-start.";
+    mcp_tool_calls: IntCounterVec "wasmcage_mcp_tool_calls_total" ["tool", "transport", "result"] (),
+        "MCP tool calls answered, by tool, transport (http or stdio) and result (ok, guest_error, refused).";
     up: Gauge "wasmcage_up" [] (),
         "1 while the wasmcage metrics observer is installed.";
 }

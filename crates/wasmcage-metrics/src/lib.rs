@@ -227,6 +227,16 @@ impl Metrics {
             .observe(duration);
     }
 
+    /// Counts one MCP tool call by tool, transport (`http`, `stdio`) and result (`ok`,
+    /// `guest_error`, `refused`). Tool names are checked against the server's own tools
+    /// before they are counted, so the label sets stay bounded.
+    pub fn record_mcp_tool_call(&self, tool: &str, transport: &str, result: &str) {
+        self.families
+            .mcp_tool_calls
+            .with_label_values(&[tool, transport, result])
+            .inc();
+    }
+
     /// Counts one error response by its API error code (a fixed set of names).
     pub fn record_http_error(&self, route: &str, code: &str) {
         self.families

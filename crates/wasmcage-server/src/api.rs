@@ -288,7 +288,7 @@ pub(crate) struct State {
     /// own slot so that identical uploads can still wait for one compile together.
     parses_per_key: Mutex<HashMap<Arc<str>, Arc<Semaphore>>>,
     pub(crate) health: Arc<HealthMonitor>,
-    metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     /// Every layer, composed by the facade: the engine, metrics and tracing observers, the
     /// health monitor with its canary, and the alert engine. Its sandbox is the server's
     /// default one, which warm pools run under.
@@ -1138,7 +1138,7 @@ pub(crate) fn router(state: Arc<State>) -> axum::Router {
     if !state.config.mcp.enabled {
         return app;
     }
-    let tools = crate::mcp::Tools::new(app, &state.config, None);
+    let tools = crate::mcp::Tools::new(app, &state, None);
     let mcp = axum::Router::new()
         .route_service("/mcp", crate::mcp::http_service(tools, &state.config))
         // Authenticated, rate limited and read under the body limits like `/v1`.

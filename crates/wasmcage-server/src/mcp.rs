@@ -38,6 +38,7 @@ use crate::{ServerConfig, ServerError};
 pub(crate) struct Tools {
     app: axum::Router,
     config: Arc<crate::Mcp>,
+    metrics: Option<Arc<wasmcage::metrics::Metrics>>,
     /// Over stdio: the key every call carries (none when the server has no keys).
     key: Option<Arc<str>>,
 }
@@ -63,10 +64,11 @@ fn path_safe(what: &str, s: &str) -> Result<(), String> {
 }
 
 impl Tools {
-    pub(crate) fn new(app: axum::Router, config: &ServerConfig, key: Option<Arc<str>>) -> Self {
+    pub(crate) fn new(app: axum::Router, state: &api::State, key: Option<Arc<str>>) -> Self {
         Tools {
             app,
-            config: Arc::new(config.mcp.clone()),
+            config: Arc::new(state.config.mcp.clone()),
+            metrics: Some(state.metrics.clone()),
             key,
         }
     }
@@ -754,9 +756,15 @@ impl ServerHandler for Tools {
             .and_then(|parts| parts.extensions.get::<Caller>())
             .cloned();
         let args = request.arguments.unwrap_or_default();
-        let result = match self.dispatch(caller.as_ref(), &name, args).await {
-            Ok(r) | Err(r) => r,
+        let (result, outcome) = match self.dispatch(caller.as_ref(), &name, args).await {
+            Ok(r) if r.is_error == Some(true) => (r, "guest_error"),
+            Ok(r) => (r, "ok"),
+            Err(r) => (r, "refused"),
         };
+        if let Some(metrics) = &self.metrics {
+            let transport = if caller.is_some() { "http" } else { "stdio" };
+            metrics.record_mcp_tool_call(&name, transport, outcome);
+        }
         Ok(result.into())
     }
 }
@@ -812,7 +820,7 @@ pub async fn serve_stdio(config: ServerConfig, key: Option<String>) -> Result<()
     } else {
         key.map(Arc::from)
     };
-    let tools = Tools::new(app, &config, key);
+    let tools = Tools::new(app, &state, key);
     let running = tools
         .serve(rmcp::transport::stdio())
         .await
@@ -826,9 +834,15 @@ mod tests {
     use super::*;
 
     fn with_caps(caps: crate::McpLimits) -> Tools {
-        let mut config = ServerConfig::default();
-        config.mcp.max_limits = caps;
-        Tools::new(axum::Router::new(), &config, None)
+        Tools {
+            app: axum::Router::new(),
+            config: Arc::new(crate::Mcp {
+                max_limits: caps,
+                ..crate::Mcp::default()
+            }),
+            metrics: None,
+            key: None,
+        }
     }
 
     fn limits(v: Value) -> Option<Limits> {
