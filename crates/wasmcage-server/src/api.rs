@@ -875,6 +875,9 @@ pub(crate) struct ApiError {
     code: &'static str,
     message: String,
     retry_after: Option<u64>,
+    /// The replica that holds what the request named (421 `wrong_replica`): the error's
+    /// `replica` field and the `x-wasmcage-session-replica` header.
+    replica: Option<String>,
 }
 
 impl ApiError {
@@ -884,6 +887,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            replica: None,
         }
     }
 
@@ -944,18 +948,31 @@ fn seconds(d: Duration) -> u64 {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (
-            self.status,
-            Json(json!({"error": {"code": self.code, "message": self.message}})),
-        )
-            .into_response();
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let Some(replica) = &self.replica {
+            error["replica"] = json!(replica);
+        }
+        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
         if let Some(s) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, s.into());
+        }
+        if let Some(v) = self
+            .replica
+            .as_deref()
+            .and_then(|r| header::HeaderValue::from_str(r).ok())
+        {
+            response.headers_mut().insert(SESSION_REPLICA_HEADER, v);
         }
         response.extensions_mut().insert(ErrorCode(self.code));
         response
     }
 }
+
+/// Every response names the replica that answered it.
+pub(crate) const REPLICA_HEADER: &str = "x-wasmcage-replica";
+
+/// A 421 `wrong_replica` names the replica that holds the session.
+pub(crate) const SESSION_REPLICA_HEADER: &str = "x-wasmcage-session-replica";
 
 /// The API error code of an error response, for the access log and the error metrics.
 #[derive(Clone, Copy)]
@@ -1063,6 +1080,9 @@ async fn observe(
     let headers = response.headers_mut();
     if let Ok(v) = header::HeaderValue::from_str(&id) {
         headers.insert("x-request-id", v);
+    }
+    if let Ok(v) = header::HeaderValue::from_str(&state.config.replica_id) {
+        headers.insert(REPLICA_HEADER, v);
     }
     if let Some(t) = trace {
         let ours = TraceParent {

@@ -9,6 +9,7 @@
 mod api;
 mod config;
 pub mod openapi;
+pub mod replica;
 mod store;
 
 use std::net::SocketAddr;
