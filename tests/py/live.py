@@ -71,7 +71,8 @@ class LiveServer:
         toml += top
         toml += ["[runtimes]"]
         if runtimes:
-            toml += [f'dir = "{runtimes_dir()}"', "pool_size = 1", "max_sessions = 8"]
+            toml += [f'dir = "{runtimes_dir()}"', "pool_size = 1", "max_sessions = 8",
+                     "max_sessions_per_key = 4"]
         else:
             toml += ["enabled = false"]
         toml += tables
