@@ -333,6 +333,12 @@ class ImageProcess:
         cmd[cmd.index("--config") + 1] = str(config_path)
         self.argv = [binary(), *cmd]
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("WASMCAGE_")}
+        # The pod's root filesystem is read-only: HOME must stay untouched, and temporary
+        # files go to the pod's /tmp (an emptyDir).
+        self.home = self.work / "home"
+        self.home.mkdir()
+        (self.work / "tmp").mkdir()
+        self.env.update(HOME=str(self.home), TMPDIR=str(self.work / "tmp"))
         self.env.update(env)
         self.base = ""
         self.lines: list[str] = []
@@ -366,6 +372,11 @@ class ImageProcess:
         shutil.rmtree(self.work, ignore_errors=True)
 
 
+def tree(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in root.rglob("*")}
+
+
 def eventually(what: str, check, timeout: float = 300):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -387,6 +398,7 @@ def test_the_image_command_serves_the_probes_with_the_configmap_config():
     assert refused.returncode != 0 and "api_keys" in refused.stderr, refused.stderr
 
     env = {"WASMCAGE_API_KEYS": KEY, "WASMCAGE_REPLICA_ID": POD_NAME}
+    runtimes_before = tree(runtimes_dir())
     with ImageProcess(config_text, env) as p, httpx.Client(base_url=p.base, timeout=30) as c:
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             path = container[probe]["httpGet"]["path"]
@@ -409,6 +421,10 @@ def test_the_image_command_serves_the_probes_with_the_configmap_config():
         p.proc.send_signal(signal.SIGTERM)
         assert p.proc.wait(deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]) == 0
         assert time.monotonic() - started < deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        # It wrote only where the pod can: the data directory and /tmp. The runtimes (the
+        # image's read-only /opt/wasmcage) and HOME are as they were.
+        assert list(p.home.iterdir()) == []
+        assert tree(runtimes_dir()) == runtimes_before
 
 
 def test_the_overlay_config_loads_where_the_s3_store_is_built():
