@@ -17,12 +17,14 @@ H = {"x-api-key": KEY}
 
 class ReplicaRouter:
     """The routing docs/deploy.md describes, as a client does it: learn which replica answers
-    at which address (every response names its replica in `x-wasmcage-replica`), send a
-    request anywhere, and on 421 `wrong_replica` resend it to the replica the error names."""
+    at which address (every authenticated `/v1` response names its replica in
+    `x-wasmcage-replica`), send a request anywhere, and on 421 `wrong_replica` resend it to the
+    replica the error names."""
 
     def __init__(self, bases: list[str]):
         self.clients = [httpx.Client(base_url=b, timeout=120) for b in bases]
-        self.by_replica = {c.get("/livez").headers["x-wasmcage-replica"]: c for c in self.clients}
+        self.by_replica = {c.get("/v1/modules", headers=H).headers["x-wasmcage-replica"]: c
+                           for c in self.clients}
         self.redirects = 0
 
     def request(self, method: str, path: str, *, first: int = 0, **kw) -> httpx.Response:

@@ -968,7 +968,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Every response names the replica that answered it.
+/// Every `/v1` response to an authenticated caller names the replica that answered it.
 pub(crate) const REPLICA_HEADER: &str = "x-wasmcage-replica";
 
 /// A 421 `wrong_replica` names the replica that holds the session.
@@ -1080,9 +1080,6 @@ async fn observe(
     let headers = response.headers_mut();
     if let Ok(v) = header::HeaderValue::from_str(&id) {
         headers.insert("x-request-id", v);
-    }
-    if let Ok(v) = header::HeaderValue::from_str(&state.config.replica_id) {
-        headers.insert(REPLICA_HEADER, v);
     }
     if let Some(t) = trace {
         let ours = TraceParent {
@@ -1400,6 +1397,11 @@ async fn authenticate(
     let mut response = next.run(request).await;
     if !state.config.api_keys.is_empty() {
         response.extensions_mut().insert(KeyId(key_id(&who)));
+    }
+    // Only a caller that passed authentication learns which replica answered: the id may be
+    // the host's name.
+    if let Ok(v) = header::HeaderValue::from_str(&state.config.replica_id) {
+        response.headers_mut().insert(REPLICA_HEADER, v);
     }
     response
 }

@@ -444,7 +444,8 @@ async fn the_readme_execute_line_works_as_written() {
 
 /// A session id names its replica; a request for another replica's session is a typed 421
 /// naming the owner (body and header), whatever the runtimes' state, and a malformed id stays
-/// a 404. Every response names the replica that answered.
+/// a 404. Every `/v1` response to an authenticated caller names the replica that answered;
+/// nothing else does.
 #[tokio::test]
 async fn session_ids_route_to_their_replica() {
     let s = start(|c| {
@@ -518,13 +519,16 @@ async fn session_ids_route_to_their_replica() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
-    // Probes name the replica too, so that a router can map replicas to addresses.
+    assert!(r.headers().get("x-wasmcage-replica").is_none());
+    // Neither do the probes; an authenticated request learns which replica answered.
     let r = s
         .client
         .get(format!("{}/livez", s.base))
         .send()
         .await
         .unwrap();
+    assert!(r.headers().get("x-wasmcage-replica").is_none());
+    let r = get("/v1/modules".into()).await.unwrap();
     assert_eq!(r.headers()["x-wasmcage-replica"], "pod-a-7d9f8");
     s.shut_down().await;
 }
