@@ -881,6 +881,9 @@ pub(crate) struct ApiError {
     code: &'static str,
     message: String,
     retry_after: Option<u64>,
+    /// The replica that holds what the request named (421 `wrong_replica`): the error's
+    /// `replica` field and the `x-wasmcage-session-replica` header.
+    replica: Option<String>,
 }
 
 impl ApiError {
@@ -890,6 +893,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            replica: None,
         }
     }
 
@@ -950,18 +954,31 @@ fn seconds(d: Duration) -> u64 {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (
-            self.status,
-            Json(json!({"error": {"code": self.code, "message": self.message}})),
-        )
-            .into_response();
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let Some(replica) = &self.replica {
+            error["replica"] = json!(replica);
+        }
+        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
         if let Some(s) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, s.into());
+        }
+        if let Some(v) = self
+            .replica
+            .as_deref()
+            .and_then(|r| header::HeaderValue::from_str(r).ok())
+        {
+            response.headers_mut().insert(SESSION_REPLICA_HEADER, v);
         }
         response.extensions_mut().insert(ErrorCode(self.code));
         response
     }
 }
+
+/// Every `/v1` response to an authenticated caller names the replica that answered it.
+pub(crate) const REPLICA_HEADER: &str = "x-wasmcage-replica";
+
+/// A 421 `wrong_replica` names the replica that holds the session.
+pub(crate) const SESSION_REPLICA_HEADER: &str = "x-wasmcage-session-replica";
 
 /// The API error code of an error response, for the access log and the error metrics.
 #[derive(Clone, Copy)]
@@ -1422,6 +1439,11 @@ async fn authenticate(
     let mut response = next.run(request).await;
     if !state.config.api_keys.is_empty() {
         response.extensions_mut().insert(KeyId(key_id(&who)));
+    }
+    // Only a caller that passed authentication learns which replica answered: the id may be
+    // the host's name.
+    if let Ok(v) = header::HeaderValue::from_str(&state.config.replica_id) {
+        response.headers_mut().insert(REPLICA_HEADER, v);
     }
     response
 }

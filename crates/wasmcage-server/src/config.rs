@@ -98,6 +98,11 @@ pub struct ServerConfig {
     pub runtimes: Runtimes,
     /// The Model Context Protocol server for agents (file table `[mcp]`).
     pub mcp: Mcp,
+    /// This process's name among replicas (file key `replica_id`, default
+    /// `$WASMCAGE_REPLICA_ID`, else the host name, sanitised): every session id starts with
+    /// it, and a request for another replica's session is a 421 `wrong_replica` naming it.
+    /// 1 to 63 characters of `a`-`z`, `0`-`9` and `-` (see [`crate::replica`]).
+    pub replica_id: String,
     /// The file this configuration was read from, re-read on `SIGHUP` (set by
     /// [`ServerConfig::load`]; not a file key).
     pub source: Option<PathBuf>,
@@ -549,6 +554,7 @@ impl Default for ServerConfig {
             },
             runtimes: Runtimes::default(),
             mcp: Mcp::default(),
+            replica_id: crate::replica::default_id(),
             source: None,
         }
     }
@@ -589,6 +595,7 @@ struct File {
     compile_timeout: Option<String>,
     compile_memory: Option<String>,
     alert_rules: Option<PathBuf>,
+    replica_id: Option<String>,
     // Tables last: TOML needs plain values before tables.
     rate_limit: Option<RateLimit>,
     max_limits: Option<FileLimits>,
@@ -812,6 +819,10 @@ impl ServerConfig {
         }
         if let Some(v) = file.compile_memory {
             c.compile_memory = parse_size(&v).map_err(|e| bad("compile_memory", e))?;
+        }
+        if let Some(v) = file.replica_id {
+            crate::replica::check(&v).map_err(|e| bad("replica_id", e))?;
+            c.replica_id = v;
         }
         if let Some(t) = file.auth_throttle {
             if let Some(v) = t.max_failures {
@@ -1248,6 +1259,7 @@ impl ServerConfig {
                 return Err(bad(key, "must be longer than zero"));
             }
         }
+        crate::replica::check(&self.replica_id).map_err(|e| bad("replica_id", e))?;
         if let Some(i) = self
             .alert_keys
             .iter()
@@ -1382,6 +1394,7 @@ impl ServerConfig {
                 max_bytes: Some(self.quota.max_bytes.to_string()),
             }),
             alert_rules: self.alert_rules.clone(),
+            replica_id: Some(self.replica_id.clone()),
             health: Some(FileHealth {
                 interval: Some(ms(self.health.interval)),
                 timeout: Some(ms(self.health.timeout)),

@@ -10,6 +10,7 @@ mod api;
 mod config;
 pub mod mcp;
 pub mod openapi;
+pub mod replica;
 mod store;
 
 use std::net::SocketAddr;

@@ -35,7 +35,7 @@ fn error_response(description: &str) -> Value {
 /// The document.
 pub fn document() -> Value {
     let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}, "description": "The module's SHA-256, 64 hex digits."});
-    let session = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}, "description": "The session's id, 32 hex digits."});
+    let session = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}, "description": "The session's id, `<replica id>.<32 hex digits>`: the replica id names the server process that holds it (see x-wasmcage-replica)."});
     let errors = json!({
         "400": error_response("The request was malformed or refers to something that does not fit (bad JSON, wrong argument types, invalid module)."),
         "401": error_response("An API key is required or was not valid."),
@@ -93,7 +93,7 @@ pub fn document() -> Value {
                     "id": {"type": "string"}, "runtime": {"type": "string"}, "language": {"type": "string"},
                     "created_at": {"type": "string", "format": "date-time"}, "last_used_at": {"type": "string", "format": "date-time"},
                     "expires_at": {"type": "string", "format": "date-time", "description": "When it ends if unused."}, "cells": {"type": "integer"}}},
-                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "replica": {"type": "string", "description": "wrong_replica only: the replica that holds the session."}}}}},
                 "Module": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "size_bytes": {"type": "integer"}, "imports_wasi": {"type": "boolean"}, "status": {"type": "string", "enum": ["ready", "compiling"]},
                     "exports": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}, "params": {"type": "array", "items": {"type": "string"}}, "results": {"type": "array", "items": {"type": "string"}}}}}}},
                 "Limits": {"type": "object", "description": "Each is clamped to the server's maximum.", "properties": {"fuel": {"type": "integer"}, "memory": {"oneOf": [{"type": "integer"}, {"type": "string"}]}, "timeout_ms": {"type": "integer"}, "max_output": {"oneOf": [{"type": "integer"}, {"type": "string"}]}}},
@@ -147,14 +147,14 @@ pub fn document() -> Value {
                 "get": {"summary": "This key's sessions.", "responses": with_errors(json!({"200": {"description": "{sessions: [Session]}", "content": {"application/json": {"schema": {"type": "object", "properties": {"sessions": {"type": "array", "items": {"$ref": "#/components/schemas/Session"}}}}}}}}))}
             },
             "/v1/sessions/{id}": {
-                "get": {"summary": "One of this key's sessions.", "parameters": [session], "responses": with_errors(json!({"200": {"description": "The session.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Session"}}}}, "404": error_response("unknown_session: no such session for this key.")}))},
-                "delete": {"summary": "End a session; its interpreter and workspace are gone.", "parameters": [session], "responses": with_errors(json!({"204": {"description": "Ended."}, "404": error_response("unknown_session: no such session for this key.")}))}
+                "get": {"summary": "One of this key's sessions.", "parameters": [session], "responses": with_errors(json!({"200": {"description": "The session.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Session"}}}}, "404": error_response("unknown_session: no such session for this key."), "421": error_response("wrong_replica: another replica holds this session; error.replica and the x-wasmcage-session-replica header name it. Send the request there.")}))},
+                "delete": {"summary": "End a session; its interpreter and workspace are gone.", "parameters": [session], "responses": with_errors(json!({"204": {"description": "Ended."}, "404": error_response("unknown_session: no such session for this key."), "421": error_response("wrong_replica: another replica holds this session; error.replica and the x-wasmcage-session-replica header name it. Send the request there.")}))}
             },
             "/v1/sessions/{id}/execute": {
                 "post": {"summary": "Run one cell in a session, under the cell's own fuel and timeout.", "parameters": [session],
                          "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CellRequest"}}}},
                          "responses": with_errors(json!({"200": {"description": "The cell ran. session_alive is false when the cell ended the interpreter (it exited the process or hit a limit): the session is gone.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CellResult"}}}},
-                                                          "404": error_response("unknown_session: no such session for this key."),
+                                                          "404": error_response("unknown_session: no such session for this key."), "421": error_response("wrong_replica: another replica holds this session; error.replica and the x-wasmcage-session-replica header name it. Send the request there."),
                                                           "409": error_response("session_busy: a cell of this session is running."),
                                                           "410": error_response("session_ended: the session's interpreter has ended.")}))}
             },

@@ -301,9 +301,10 @@ pub(crate) async fn execute(
     .await
 }
 
-fn session_json(info: &SessionInfo) -> Json_ {
+/// A session as callers see it: its id carries this replica's id (see [`session_ref`]).
+fn session_json(state: &State, info: &SessionInfo) -> Json_ {
     json!({
-        "id": info.id,
+        "id": format!("{}.{}", state.config.replica_id, info.id),
         "runtime": info.runtime,
         "language": info.language,
         "created_at": wasmcage::alert::rfc3339(info.created),
@@ -313,13 +314,29 @@ fn session_json(info: &SessionInfo) -> Json_ {
     })
 }
 
-/// A session id is 32 lowercase hex digits; anything else is not one.
-fn check_session_id(id: &str) -> Result<(), ApiError> {
-    if id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        Ok(())
-    } else {
-        Err(unknown_session())
+/// A session id is `<replica id>.<32 lowercase hex digits>`; anything else is not one (404
+/// `unknown_session`). One that names another replica is a 421 `wrong_replica` naming it,
+/// so that a client or a router can send the request there. Returns the id this replica's
+/// session table knows.
+fn session_ref<'a>(state: &State, id: &'a str) -> Result<&'a str, ApiError> {
+    let (replica, local) = crate::replica::split_session_id(id).ok_or_else(unknown_session)?;
+    if replica != state.config.replica_id {
+        return Err(wrong_replica(&state.config.replica_id, replica));
     }
+    Ok(local)
+}
+
+fn wrong_replica(here: &str, owner: &str) -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::MISDIRECTED_REQUEST,
+        "wrong_replica",
+        format!(
+            "this is replica {here}; the session is held by replica {owner}: send the request \
+             there (sessions live in one replica's memory)"
+        ),
+    );
+    e.replica = Some(owner.to_owned());
+    e
 }
 
 #[derive(Deserialize)]
@@ -368,7 +385,7 @@ pub(crate) async fn create_session(
         .await
         .map_err(|e| ApiError::internal(format!("the session thread failed: {e}")))?
         .map_err(session_error)?;
-        Ok((StatusCode::CREATED, Json(session_json(&info))))
+        Ok((StatusCode::CREATED, Json(session_json(&state, &info))))
     })
     .await
 }
@@ -381,7 +398,7 @@ pub(crate) async fn list_sessions(
     let langs = state.langs()?;
     let mut sessions = langs.sessions().list(&owner_of(&who));
     sessions.sort_by_key(|s| s.created);
-    let list: Vec<Json_> = sessions.iter().map(session_json).collect();
+    let list: Vec<Json_> = sessions.iter().map(|s| session_json(&state, s)).collect();
     Ok(Json(json!({ "sessions": list })))
 }
 
@@ -391,13 +408,13 @@ pub(crate) async fn describe_session(
     Extension(Caller(who)): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Json_>, ApiError> {
-    check_session_id(&id)?;
+    let id = session_ref(&state, &id)?;
     let langs = state.langs()?;
     let info = langs
         .sessions()
-        .get(&owner_of(&who), &id)
+        .get(&owner_of(&who), id)
         .map_err(session_error)?;
-    Ok(Json(session_json(&info)))
+    Ok(Json(session_json(&state, &info)))
 }
 
 /// `DELETE /v1/sessions/{id}`.
@@ -406,7 +423,7 @@ pub(crate) async fn delete_session(
     Extension(Caller(who)): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    check_session_id(&id)?;
+    let id = session_ref(&state, &id)?.to_owned();
     let langs = state.langs()?;
     let owner = owner_of(&who);
     tokio::task::spawn_blocking(move || langs.sessions().delete(&owner, &id))
@@ -436,7 +453,7 @@ pub(crate) async fn execute_cell(
     Path(id): Path<String>,
     body: Result<Json<CellRequest>, JsonRejection>,
 ) -> Result<Json<Json_>, ApiError> {
-    check_session_id(&id)?;
+    let id = session_ref(&state, &id)?.to_owned();
     let Json(req) = body?;
     if req.limits.as_ref().is_some_and(|l| l.memory.is_some()) {
         return Err(ApiError::bad(

@@ -54,6 +54,7 @@ async fn server(
         c.runtimes.dir = dir;
         c.runtimes.pool_size = 1;
         c.runtimes.max_sessions_per_key = 3;
+        c.replica_id = "replica-a".into();
         configure(c);
     })
     .await;
@@ -234,7 +235,34 @@ async fn code_runs_one_shot_and_in_sessions_with_every_error_class() {
         .await;
     assert_eq!(status, 201, "{session}");
     let id = session["id"].as_str().unwrap().to_owned();
-    assert_eq!(id.len(), 32);
+    // `<replica id>.<32 hex digits>`: the id names the replica that holds the session.
+    let (replica, local) = id.split_once('.').unwrap();
+    assert_eq!(replica, "replica-a");
+    assert!(
+        local.len() == 32 && local.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id}"
+    );
+    // The same session asked of another replica's name: this replica says where it is.
+    let (status, err) = s
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/sessions/replica-b.{local}"),
+            KEY_A,
+            None,
+        )
+        .await;
+    assert_eq!((status, error_code(&err)), (421, "wrong_replica"), "{err}");
+    assert_eq!(err["error"]["replica"], "replica-b");
+    // The bare local part is no session id.
+    let (status, err) = s
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/sessions/{local}"),
+            KEY_A,
+            None,
+        )
+        .await;
+    assert_eq!((status, error_code(&err)), (404, "unknown_session"));
     let cell = |code: &str| json!({"code": code});
     let path = format!("/v1/sessions/{id}/execute");
     let (status, out) = s
@@ -412,4 +440,109 @@ async fn the_readme_execute_line_works_as_written() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(r#""stdout":"2\n""#), "{stdout}");
     s.shut_down().await;
+}
+
+/// A session id names its replica; a request for another replica's session is a typed 421
+/// naming the owner (body and header), whatever the runtimes' state, and a malformed id stays
+/// a 404. Every `/v1` response to an authenticated caller names the replica that answered;
+/// nothing else does.
+#[tokio::test]
+async fn session_ids_route_to_their_replica() {
+    let s = start(|c| {
+        c.api_keys = vec![KEY_A.into()];
+        c.replica_id = "pod-a-7d9f8".into();
+    })
+    .await;
+    let local = "0123456789abcdef0123456789abcdef";
+    let get = |path: String| {
+        s.client
+            .get(format!("{}{path}", s.base))
+            .header("x-api-key", KEY_A)
+            .send()
+    };
+    let r = get(format!("/v1/sessions/pod-b-1c2d3.{local}"))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 421);
+    assert_eq!(r.headers()["x-wasmcage-replica"], "pod-a-7d9f8");
+    assert_eq!(r.headers()["x-wasmcage-session-replica"], "pod-b-1c2d3");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(error_code(&body), "wrong_replica");
+    assert_eq!(body["error"]["replica"], "pod-b-1c2d3");
+    for path in [
+        format!("/v1/sessions/pod-b-1c2d3.{local}/execute"),
+        format!("/v1/sessions/pod-b-1c2d3.{local}"),
+    ] {
+        let method = if path.ends_with("execute") {
+            reqwest::Method::POST
+        } else {
+            reqwest::Method::DELETE
+        };
+        let r = s
+            .client
+            .request(method, format!("{}{path}", s.base))
+            .header("x-api-key", KEY_A)
+            .json(&json!({"code": "1"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 421, "{path}");
+    }
+    // Its own replica's id passes on to the runtimes (disabled here).
+    let r = get(format!("/v1/sessions/pod-a-7d9f8.{local}"))
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(error_code(&body), "runtimes_disabled");
+    // Malformed ids are unknown sessions, never a redirect: the replica part is checked as
+    // strictly as the rest.
+    for bad in [
+        local.to_owned(),
+        format!("POD-B.{local}"),
+        format!("pod_b.{local}"),
+        format!("a.b.{local}"),
+        format!("{}.{local}", "p".repeat(64)),
+        format!("pod-b.{}", &local[..31]),
+        "pod-b.%2e%2e%2fetc".to_owned(),
+    ] {
+        let r = get(format!("/v1/sessions/{bad}")).await.unwrap();
+        assert_eq!(r.status().as_u16(), 404, "{bad}");
+        assert!(r.headers().get("x-wasmcage-session-replica").is_none());
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(error_code(&body), "unknown_session", "{bad}");
+    }
+    // Without a key, authentication comes first: nothing about replicas leaks.
+    let r = s
+        .client
+        .get(format!("{}/v1/sessions/pod-b-1c2d3.{local}", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert!(r.headers().get("x-wasmcage-replica").is_none());
+    // Neither do the probes; an authenticated request learns which replica answered.
+    let r = s
+        .client
+        .get(format!("{}/livez", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("x-wasmcage-replica").is_none());
+    let r = get("/v1/modules".into()).await.unwrap();
+    assert_eq!(r.headers()["x-wasmcage-replica"], "pod-a-7d9f8");
+    s.shut_down().await;
+}
+
+/// A configured replica id is checked, never silently changed.
+#[test]
+fn a_bad_replica_id_is_refused_by_name() {
+    for bad in ["", "Pod-A", "pod.a", "pod a", &"p".repeat(64)] {
+        let e = wasmcage_server::ServerConfig::from_toml(&format!("replica_id = {bad:?}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("replica_id"), "{bad:?}: {e}");
+    }
+    let c = wasmcage_server::ServerConfig::from_toml("replica_id = \"pod-a-1\"").unwrap();
+    assert_eq!(c.replica_id, "pod-a-1");
+    assert!(c.to_toml().contains("replica_id = \"pod-a-1\""));
 }
