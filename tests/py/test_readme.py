@@ -41,3 +41,18 @@ def test_the_mcp_agent_example_runs_as_written():
         )
     assert out.returncode == 0, out.stderr
     assert out.stdout == "45\n"
+
+
+def test_the_python_client_example_runs_as_written():
+    from live import KEY, LiveServer
+
+    code = readme_block("Call it from Python", "python")
+    lines = [line for line in code.splitlines() if line.strip()]
+    assert len(lines) <= 5, "the README promises five lines of Python"
+    with LiveServer(runtimes=True) as server:
+        env = {**os.environ, "WASMCAGE_URL": server.base, "WASMCAGE_API_KEY": KEY}
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+        )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "42\n"

@@ -32,6 +32,81 @@ fn error_response(description: &str) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
 }
 
+/// The named schemas of requests and answers. A test checks live answers against them, and
+/// the Python client's models are checked against them too.
+fn schemas() -> Value {
+    json!({
+        "ExecuteRequest": {"type": "object", "required": ["language", "code"], "additionalProperties": false, "properties": {
+            "language": {"type": "string", "description": "A runtime's name (python, javascript) or language."},
+            "code": {"type": "string"},
+            "stdin": {"type": "string", "description": "At most max_stdin bytes (413 stdin_too_large)."},
+            "files": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Files put in /workspace before the code runs: relative paths (data/in.csv) to contents; at most 256."},
+            "limits": {"$ref": "#/components/schemas/Limits"},
+            "profile": {"type": "string", "enum": ["strict", "standard", "permissive"]},
+            "output": {"type": "string", "enum": ["text", "base64"], "default": "text"}}},
+        "ExecuteResult": {"type": "object", "required": ["exit_code", "outcome", "output_encoding", "stdout", "stderr", "stdout_truncated", "stderr_truncated", "runtime", "language", "version", "report"], "properties": {
+            "exit_code": {"type": "integer", "nullable": true, "description": "The code's exit status; null when it did not exit (a limit or a trap)."},
+            "outcome": {"type": "string", "enum": ["completed", "exited", "out_of_fuel", "timeout", "memory_limit", "stack_overflow", "trap", "cancelled"]},
+            "output_encoding": {"type": "string", "enum": ["text", "base64"]},
+            "stdout": {"type": "string"}, "stderr": {"type": "string"},
+            "stdout_truncated": {"type": "boolean"}, "stderr_truncated": {"type": "boolean"},
+            "runtime": {"type": "string"}, "language": {"type": "string"}, "version": {"type": "string"},
+            "warm": {"type": "boolean", "description": "Whether a pre-started interpreter ran the code (one-shot only)."},
+            "report": {"type": "object", "description": "The execution report (docs/monitoring.md), with runtime, runtime_version and execution_type."}}},
+        "CellResult": {"allOf": [{"$ref": "#/components/schemas/ExecuteResult"}, {"type": "object", "required": ["session_alive"], "properties": {"session_alive": {"type": "boolean"}}}]},
+        "CreateSession": {"type": "object", "required": ["language"], "additionalProperties": false, "properties": {
+            "language": {"type": "string"}, "limits": {"$ref": "#/components/schemas/Limits"},
+            "profile": {"type": "string", "enum": ["strict", "standard", "permissive"]}}},
+        "CellRequest": {"type": "object", "required": ["code"], "additionalProperties": false, "properties": {
+            "code": {"type": "string"}, "stdin": {"type": "string", "description": "Python cells read it as sys.stdin."},
+            "files": {"type": "object", "additionalProperties": {"type": "string"}},
+            "limits": {"$ref": "#/components/schemas/CellLimits"},
+            "output": {"type": "string", "enum": ["text", "base64"], "default": "text"}}},
+        "Session": {"type": "object", "required": ["id", "runtime", "language", "created_at", "last_used_at", "expires_at", "cells"], "properties": {
+            "id": {"type": "string"}, "runtime": {"type": "string"}, "language": {"type": "string"},
+            "created_at": {"type": "string", "format": "date-time"}, "last_used_at": {"type": "string", "format": "date-time"},
+            "expires_at": {"type": "string", "format": "date-time", "description": "When it ends if unused."}, "cells": {"type": "integer"}}},
+        "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "replica": {"type": "string", "description": "wrong_replica only: the replica that holds the session."}}}}},
+        "Module": {"type": "object", "required": ["id", "name", "size_bytes", "status"], "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "size_bytes": {"type": "integer"},
+            "imports_wasi": {"type": "boolean", "description": "Present once the module is ready."}, "status": {"type": "string", "enum": ["ready", "compiling"]},
+            "exports": {"type": "array", "description": "Present once the module is ready.", "items": {"$ref": "#/components/schemas/Export"}}}},
+        "Export": {"type": "object", "required": ["name", "params", "results"], "properties": {"name": {"type": "string"},
+            "params": {"type": "array", "nullable": true, "items": {"type": "string"}, "description": "Value types (i32, i64, f32, f64); null when the export uses a type the host cannot pass."},
+            "results": {"type": "array", "nullable": true, "items": {"type": "string"}, "description": "Null when the export returns a type the host cannot receive."}}},
+        "ModuleList": {"type": "object", "required": ["modules", "next_cursor"], "properties": {"modules": {"type": "array", "items": {"$ref": "#/components/schemas/Module"}},
+            "next_cursor": {"type": "string", "nullable": true, "description": "The cursor of the next page; null on the last page."}}},
+        "InvokeRequest": {"type": "object", "required": ["export"], "additionalProperties": false, "properties": {
+            "export": {"type": "string"}, "args": {"type": "array", "items": {"oneOf": [{"type": "number"}, {"type": "string"}]}},
+            "limits": {"$ref": "#/components/schemas/Limits"}, "profile": {"type": "string", "enum": ["strict", "standard", "permissive"], "description": "The server's profile or a narrower one (strict < standard < permissive); wider is a 403 policy_widening."}}},
+        "InvokeResult": {"type": "object", "required": ["results", "report"], "properties": {
+            "results": {"type": "array", "items": {"oneOf": [{"type": "number"}, {"type": "string"}]}, "description": "The export's results: numbers, or strings for values JSON cannot hold (NaN, infinities)."},
+            "report": {"$ref": "#/components/schemas/Report"}}},
+        "RunRequest": {"type": "object", "additionalProperties": false, "properties": {
+            "args": {"type": "array", "items": {"type": "string"}}, "stdin": {"type": "string", "description": "At most max_stdin bytes (413 stdin_too_large)."}, "stdin_base64": {"type": "string"},
+            "env": {"type": "object", "additionalProperties": {"type": "string"}}, "limits": {"$ref": "#/components/schemas/Limits"}, "profile": {"type": "string", "enum": ["strict", "standard", "permissive"]},
+            "output": {"type": "string", "enum": ["text", "base64"], "default": "text", "description": "How stdout and stderr are returned: UTF-8 text (invalid bytes replaced) or base64 of the exact bytes."}}},
+        "RunResult": {"type": "object", "required": ["exit_code", "output_encoding", "stdout", "stderr", "stdout_truncated", "stderr_truncated", "report"], "properties": {
+            "exit_code": {"type": "integer", "nullable": true}, "output_encoding": {"type": "string", "enum": ["text", "base64"]},
+            "stdout": {"type": "string"}, "stderr": {"type": "string"}, "stdout_truncated": {"type": "boolean"}, "stderr_truncated": {"type": "boolean"},
+            "report": {"$ref": "#/components/schemas/Report"}}},
+        "SessionList": {"type": "object", "required": ["sessions"], "properties": {"sessions": {"type": "array", "items": {"$ref": "#/components/schemas/Session"}}}},
+        "RuntimePool": {"type": "object", "required": ["size", "ready", "warm", "cold"], "properties": {"size": {"type": "integer"}, "ready": {"type": "integer"}, "warm": {"type": "integer"}, "cold": {"type": "integer"}}},
+        "Runtime": {"type": "object", "required": ["name", "language", "version", "sessions", "pool"], "properties": {"name": {"type": "string"}, "language": {"type": "string"}, "version": {"type": "string"},
+            "sessions": {"type": "boolean", "description": "Whether it runs sessions."},
+            "pool": {"allOf": [{"$ref": "#/components/schemas/RuntimePool"}], "nullable": true, "description": "Its pre-started interpreters; null without a pool."}}},
+        "RuntimeList": {"type": "object", "required": ["runtimes"], "properties": {"runtimes": {"type": "array", "items": {"$ref": "#/components/schemas/Runtime"}}}},
+        "Alert": {"type": "object", "required": ["rule", "severity", "state", "since", "value", "instance", "escalation_steps_notified", "acknowledged", "acknowledged_at"], "properties": {
+            "rule": {"type": "string"}, "severity": {"type": "string"}, "state": {"type": "string", "enum": ["pending", "firing"]},
+            "since": {"type": "string", "format": "date-time"}, "value": {"type": "number"}, "instance": {"type": "string", "nullable": true},
+            "escalation_steps_notified": {"type": "integer"}, "acknowledged": {"type": "boolean"}, "acknowledged_at": {"type": "string", "format": "date-time", "nullable": true}}},
+        "AlertList": {"type": "object", "required": ["enabled", "alerts"], "properties": {"enabled": {"type": "boolean"}, "alerts": {"type": "array", "items": {"$ref": "#/components/schemas/Alert"}}}},
+        "AlertAck": {"type": "object", "required": ["alert"], "properties": {"alert": {"$ref": "#/components/schemas/Alert"}}},
+        "CellLimits": {"type": "object", "additionalProperties": false, "description": "A cell's limits; its memory is the session's.", "properties": {"fuel": {"type": "integer"}, "timeout_ms": {"type": "integer"}, "max_output": {"oneOf": [{"type": "integer"}, {"type": "string"}]}}},
+        "Limits": {"type": "object", "additionalProperties": false, "description": "Each is clamped to the server's maximum.", "properties": {"fuel": {"type": "integer"}, "memory": {"oneOf": [{"type": "integer"}, {"type": "string"}]}, "timeout_ms": {"type": "integer"}, "max_output": {"oneOf": [{"type": "integer"}, {"type": "string"}]}}},
+        "Report": {"type": "object", "description": "The execution report: outcome (completed, exited, out_of_fuel, timeout, memory_limit, stack_overflow, trap), trap, exit_code, fuel_consumed, memory_peak_bytes, duration_ms, stdout_truncated and more."},
+    })
+}
+
 /// The document.
 pub fn document() -> Value {
     let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}, "description": "The module's SHA-256, 64 hex digits."});
@@ -62,43 +137,7 @@ pub fn document() -> Value {
                  "description": "Run untrusted WebAssembly in fresh sandboxes under enforced limits."},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}, "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
-            "schemas": {
-                "ExecuteRequest": {"type": "object", "required": ["language", "code"], "additionalProperties": false, "properties": {
-                    "language": {"type": "string", "description": "A runtime's name (python, javascript) or language."},
-                    "code": {"type": "string"},
-                    "stdin": {"type": "string", "description": "At most max_stdin bytes (413 stdin_too_large)."},
-                    "files": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Files put in /workspace before the code runs: relative paths (data/in.csv) to contents; at most 256."},
-                    "limits": {"$ref": "#/components/schemas/Limits"},
-                    "profile": {"type": "string", "enum": ["strict", "standard", "permissive"]},
-                    "output": {"type": "string", "enum": ["text", "base64"], "default": "text"}}},
-                "ExecuteResult": {"type": "object", "required": ["exit_code", "outcome", "output_encoding", "stdout", "stderr", "stdout_truncated", "stderr_truncated", "runtime", "language", "version", "report"], "properties": {
-                    "exit_code": {"type": "integer", "nullable": true, "description": "The code's exit status; null when it did not exit (a limit or a trap)."},
-                    "outcome": {"type": "string", "enum": ["completed", "exited", "out_of_fuel", "timeout", "memory_limit", "stack_overflow", "trap", "cancelled"]},
-                    "output_encoding": {"type": "string", "enum": ["text", "base64"]},
-                    "stdout": {"type": "string"}, "stderr": {"type": "string"},
-                    "stdout_truncated": {"type": "boolean"}, "stderr_truncated": {"type": "boolean"},
-                    "runtime": {"type": "string"}, "language": {"type": "string"}, "version": {"type": "string"},
-                    "warm": {"type": "boolean", "description": "Whether a pre-started interpreter ran the code (one-shot only)."},
-                    "report": {"type": "object", "description": "The execution report (docs/monitoring.md), with runtime, runtime_version and execution_type."}}},
-                "CellResult": {"allOf": [{"$ref": "#/components/schemas/ExecuteResult"}, {"type": "object", "required": ["session_alive"], "properties": {"session_alive": {"type": "boolean"}}}]},
-                "CreateSession": {"type": "object", "required": ["language"], "additionalProperties": false, "properties": {
-                    "language": {"type": "string"}, "limits": {"$ref": "#/components/schemas/Limits"},
-                    "profile": {"type": "string", "enum": ["strict", "standard", "permissive"]}}},
-                "CellRequest": {"type": "object", "required": ["code"], "additionalProperties": false, "properties": {
-                    "code": {"type": "string"}, "stdin": {"type": "string", "description": "Python cells read it as sys.stdin."},
-                    "files": {"type": "object", "additionalProperties": {"type": "string"}},
-                    "limits": {"type": "object", "additionalProperties": false, "properties": {"fuel": {"type": "integer"}, "timeout_ms": {"type": "integer"}, "max_output": {"oneOf": [{"type": "integer"}, {"type": "string"}]}}},
-                    "output": {"type": "string", "enum": ["text", "base64"], "default": "text"}}},
-                "Session": {"type": "object", "required": ["id", "runtime", "language", "created_at", "last_used_at", "expires_at", "cells"], "properties": {
-                    "id": {"type": "string"}, "runtime": {"type": "string"}, "language": {"type": "string"},
-                    "created_at": {"type": "string", "format": "date-time"}, "last_used_at": {"type": "string", "format": "date-time"},
-                    "expires_at": {"type": "string", "format": "date-time", "description": "When it ends if unused."}, "cells": {"type": "integer"}}},
-                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "replica": {"type": "string", "description": "wrong_replica only: the replica that holds the session."}}}}},
-                "Module": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "size_bytes": {"type": "integer"}, "imports_wasi": {"type": "boolean"}, "status": {"type": "string", "enum": ["ready", "compiling"]},
-                    "exports": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}, "params": {"type": "array", "items": {"type": "string"}}, "results": {"type": "array", "items": {"type": "string"}}}}}}},
-                "Limits": {"type": "object", "description": "Each is clamped to the server's maximum.", "properties": {"fuel": {"type": "integer"}, "memory": {"oneOf": [{"type": "integer"}, {"type": "string"}]}, "timeout_ms": {"type": "integer"}, "max_output": {"oneOf": [{"type": "integer"}, {"type": "string"}]}}},
-                "Report": {"type": "object", "description": "The execution report: outcome (completed, exited, out_of_fuel, timeout, memory_limit, stack_overflow, trap), trap, exit_code, fuel_consumed, memory_peak_bytes, duration_ms, stdout_truncated and more."},
-            }
+            "schemas": schemas(),
         },
         "security": [{"bearer": []}, {"apiKey": []}],
         "paths": {
@@ -111,7 +150,7 @@ pub fn document() -> Value {
                 "get": {"summary": "List modules, one page at a time, in id order.",
                         "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
                                        {"name": "cursor", "in": "query", "schema": {"type": "string"}, "description": "The next_cursor of the previous page (the last id it held)."}],
-                        "responses": with_errors(json!({"200": {"description": "A page: {\"modules\": [Module], \"next_cursor\": string or null}.", "content": {"application/json": {}}}}))}
+                        "responses": with_errors(json!({"200": {"description": "A page of modules.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ModuleList"}}}}}))}
             },
             "/v1/modules/{id}": {
                 "get": {"summary": "Describe a module.", "parameters": [id.clone()], "responses": with_errors(json!({"200": {"description": "The module.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Module"}}}}}))},
@@ -119,18 +158,13 @@ pub fn document() -> Value {
             },
             "/v1/modules/{id}/invoke": {
                 "post": {"summary": "Call an export with typed arguments in a fresh sandbox.", "parameters": [id.clone()],
-                         "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["export"], "properties": {
-                             "export": {"type": "string"}, "args": {"type": "array", "items": {"oneOf": [{"type": "number"}, {"type": "string"}]}},
-                             "limits": {"$ref": "#/components/schemas/Limits"}, "profile": {"type": "string", "enum": ["strict", "standard", "permissive"], "description": "The server's profile or a narrower one (strict < standard < permissive); wider is a 403 policy_widening."}}}}}},
-                         "responses": with_errors(json!({"200": {"description": "Results and the report; a guest trap is a 200 with its outcome.", "content": {"application/json": {}}}}))}
+                         "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InvokeRequest"}}}},
+                         "responses": with_errors(json!({"200": {"description": "Results and the report; a guest trap is a 200 with its outcome.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InvokeResult"}}}}}))}
             },
             "/v1/modules/{id}/run": {
                 "post": {"summary": "Run a WASI command in a fresh sandbox.", "parameters": [id],
-                         "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
-                             "args": {"type": "array", "items": {"type": "string"}}, "stdin": {"type": "string", "description": "At most max_stdin bytes (413 stdin_too_large)."}, "stdin_base64": {"type": "string"},
-                             "env": {"type": "object", "additionalProperties": {"type": "string"}}, "limits": {"$ref": "#/components/schemas/Limits"}, "profile": {"type": "string", "enum": ["strict", "standard", "permissive"]},
-                             "output": {"type": "string", "enum": ["text", "base64"], "default": "text", "description": "How stdout and stderr are returned: UTF-8 text (invalid bytes replaced) or base64 of the exact bytes."}}}}}},
-                         "responses": with_errors(json!({"200": {"description": "exit_code, output_encoding, stdout and stderr (each once, in the requested encoding), truncation flags and the report.", "content": {"application/json": {}}}}))}
+                         "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/RunRequest"}}}},
+                         "responses": with_errors(json!({"200": {"description": "exit_code, output_encoding, stdout and stderr (each once, in the requested encoding), truncation flags and the report.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RunResult"}}}}}))}
             },
             "/v1/execute": {
                 "post": {"summary": "Run code once in a language runtime (Python, JavaScript, or one the operator installed), on a fresh interpreter: a pre-started one when the request's sandbox is the pool's.",
@@ -138,13 +172,13 @@ pub fn document() -> Value {
                          "responses": with_errors(json!({"200": {"description": "The code ran (whatever its exit code or outcome).", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ExecuteResult"}}}},
                                                           "503": error_response("runtimes_loading: the runtimes are still loading after a start; runtime_unavailable: an interpreter failed to start; busy: no capacity. See Retry-After.")}))}
             },
-            "/v1/runtimes": {"get": {"summary": "The language runtimes this server runs, with their pools.", "responses": with_errors(json!({"200": {"description": "{runtimes: [{name, language, version, sessions, pool: {size, ready, warm, cold} | null}]}", "content": {"application/json": {}}}}))}},
+            "/v1/runtimes": {"get": {"summary": "The language runtimes this server runs, with their pools.", "responses": with_errors(json!({"200": {"description": "The runtimes.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RuntimeList"}}}}}))}},
             "/v1/sessions": {
                 "post": {"summary": "Start a session: an interpreter that keeps variables, imports and /workspace files between cells, for this API key only.",
                          "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreateSession"}}}},
                          "responses": with_errors(json!({"201": {"description": "The session.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Session"}}}},
                                                           "429": error_response("session_limit: this key, or the server, holds its maximum of sessions.")}))},
-                "get": {"summary": "This key's sessions.", "responses": with_errors(json!({"200": {"description": "{sessions: [Session]}", "content": {"application/json": {"schema": {"type": "object", "properties": {"sessions": {"type": "array", "items": {"$ref": "#/components/schemas/Session"}}}}}}}}))}
+                "get": {"summary": "This key's sessions.", "responses": with_errors(json!({"200": {"description": "The sessions.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SessionList"}}}}}))}
             },
             "/v1/sessions/{id}": {
                 "get": {"summary": "One of this key's sessions.", "parameters": [session], "responses": with_errors(json!({"200": {"description": "The session.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Session"}}}}, "404": error_response("unknown_session: no such session for this key."), "421": error_response("wrong_replica: another replica holds this session; error.replica and the x-wasmcage-session-replica header name it. Send the request there.")}))},
@@ -158,9 +192,9 @@ pub fn document() -> Value {
                                                           "409": error_response("session_busy: a cell of this session is running."),
                                                           "410": error_response("session_ended: the session's interpreter has ended.")}))}
             },
-            "/v1/alerts": {"get": {"summary": "Pending and firing alerts of the configured alert rules.", "responses": {"200": {"description": "{enabled, alerts: [{rule, severity, state, since, value, instance, escalation_steps_notified, acknowledged, acknowledged_at}]}.", "content": {"application/json": {}}}, "401": error_response("A key is required or was wrong."), "403": error_response("forbidden: the key is not one of alert_keys.")}}},
+            "/v1/alerts": {"get": {"summary": "Pending and firing alerts of the configured alert rules.", "responses": {"200": {"description": "The alerts; enabled is false when no alert rules are configured.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AlertList"}}}}, "401": error_response("A key is required or was wrong."), "403": error_response("forbidden: the key is not one of alert_keys.")}}},
             "/v1/alerts/{rule}/ack": {"post": {"summary": "Acknowledge a firing alert: its escalation stops.", "parameters": [{"name": "rule", "in": "path", "required": true, "schema": {"type": "string"}}],
-                "responses": {"200": {"description": "{alert}: the alert, acknowledged.", "content": {"application/json": {}}}, "401": error_response("A key is required or was wrong."), "403": error_response("forbidden: the key is not one of alert_keys."), "404": error_response("unknown_rule, or alerting_disabled when no rules are configured."), "409": error_response("not_firing: only a firing alert can be acknowledged.")}}},
+                "responses": {"200": {"description": "The alert, acknowledged.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AlertAck"}}}}, "401": error_response("A key is required or was wrong."), "403": error_response("forbidden: the key is not one of alert_keys."), "404": error_response("unknown_rule, or alerting_disabled when no rules are configured."), "409": error_response("not_firing: only a firing alert can be acknowledged.")}}},
             "/v1/openapi.json": {"get": {"summary": "This document.", "security": [], "responses": {"200": {"description": "OpenAPI 3.", "content": {"application/json": {}}}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics (behind an API key when metrics_require_key is set).", "responses": {"200": text("The text exposition format."), "401": error_response("metrics_require_key is set and no valid key was given.")}}},
             "/metrics/performance": {"get": {"summary": "The performance report: per-export latency quantiles, hotspots, anomalies (behind an API key when metrics_require_key is set).", "responses": {"200": {"description": "JSON.", "content": {"application/json": {}}}, "401": error_response("metrics_require_key is set and no valid key was given.")}}},

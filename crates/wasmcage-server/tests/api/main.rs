@@ -517,6 +517,215 @@ async fn the_openapi_document_lists_exactly_the_routes_the_server_answers() {
     }
 }
 
+/// Checks `value` against `schema` of the OpenAPI document `doc`: types, nullability,
+/// required properties, and no property the schema does not name. Enough of OpenAPI 3.0 for
+/// the service's own schemas (`$ref`, `allOf`, `oneOf`, `enum`, `items`,
+/// `additionalProperties`); anything else in a schema is a test failure, not a pass.
+fn conforms(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), String> {
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.strip_prefix("#/components/schemas/").unwrap();
+        let target = &doc["components"]["schemas"][name];
+        assert!(target.is_object(), "{at}: no schema {name}");
+        return conforms(doc, target, value, at);
+    }
+    if value.is_null() && schema["nullable"] == true {
+        return Ok(());
+    }
+    if let Some(all) = schema["allOf"].as_array() {
+        // Each part names some properties; together they must name every one present.
+        let mut named = std::collections::BTreeSet::new();
+        for part in all {
+            let part = match part["$ref"].as_str() {
+                Some(r) => &doc["components"]["schemas"][r.rsplit('/').next().unwrap()],
+                None => part,
+            };
+            if let Some(props) = part["properties"].as_object() {
+                named.extend(props.keys().cloned());
+            }
+            let mut open = part.clone();
+            open["additionalProperties"] = json!(true);
+            conforms(doc, &open, value, at)?;
+        }
+        if let Some(obj) = value.as_object() {
+            for key in obj.keys() {
+                if !named.contains(key) {
+                    return Err(format!("{at}: {key} is not in the schema"));
+                }
+            }
+        }
+        return Ok(());
+    }
+    if let Some(one) = schema["oneOf"].as_array() {
+        return match one.iter().any(|s| conforms(doc, s, value, at).is_ok()) {
+            true => Ok(()),
+            false => Err(format!("{at}: {value} matches none of {one:?}")),
+        };
+    }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(value)
+    {
+        return Err(format!("{at}: {value} is not one of {allowed:?}"));
+    }
+    let fits = match schema["type"].as_str() {
+        Some("object") => value.is_object(),
+        Some("array") => value.is_array(),
+        Some("string") => value.is_string(),
+        Some("integer") => value.is_i64() || value.is_u64(),
+        Some("number") => value.is_number(),
+        Some("boolean") => value.is_boolean(),
+        None => true,
+        Some(other) => return Err(format!("{at}: the validator does not know type {other}")),
+    };
+    if !fits {
+        return Err(format!("{at}: {value} is not of type {}", schema["type"]));
+    }
+    if let Some(obj) = value.as_object() {
+        for required in schema["required"].as_array().into_iter().flatten() {
+            if !obj.contains_key(required.as_str().unwrap()) {
+                return Err(format!("{at}: {required} is missing from {value}"));
+            }
+        }
+        let props = schema["properties"].as_object();
+        for (key, v) in obj {
+            match props.and_then(|p| p.get(key)) {
+                Some(s) => conforms(doc, s, v, &format!("{at}.{key}"))?,
+                // A free-form object (the report) names no properties.
+                None if props.is_none() && schema["additionalProperties"] != false => {}
+                None => match &schema["additionalProperties"] {
+                    Value::Object(_) => conforms(
+                        doc,
+                        &schema["additionalProperties"],
+                        v,
+                        &format!("{at}.{key}"),
+                    )?,
+                    _ => return Err(format!("{at}: {key} is not in the schema")),
+                },
+            }
+        }
+    }
+    if let (Some(items), Some(arr)) = (schema.get("items"), value.as_array()) {
+        for (i, v) in arr.iter().enumerate() {
+            conforms(doc, items, v, &format!("{at}[{i}]"))?;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_match_the_openapi_schemas() {
+    let s = start(|_| {}).await;
+    let (_, text) = s.get("/v1/openapi.json").await;
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    // The 200 or 201 schema of (method, path).
+    let schema_of = |method: &str, path: &str, status: &str| -> Value {
+        doc["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
+            .clone()
+    };
+    let check = |what: &str, schema: Value, value: &Value| {
+        assert!(schema.is_object(), "{what}: no schema documented");
+        conforms(&doc, &schema, value, what).unwrap_or_else(|e| panic!("{e}"));
+    };
+    let (status, module) = s.upload("add.wat", ADD).await;
+    assert_eq!(status, 201);
+    check("upload", schema_of("post", "/v1/modules", "201"), &module);
+    let id = module["id"].as_str().unwrap().to_owned();
+    let (_, echo) = s.upload("echo.wat", ECHO).await;
+    let echo = echo["id"].as_str().unwrap().to_owned();
+    let (_, text) = s.get("/v1/modules?limit=1").await;
+    let page: Value = serde_json::from_str(&text).unwrap();
+    assert!(page["next_cursor"].is_string(), "{page}");
+    check("list", schema_of("get", "/v1/modules", "200"), &page);
+    let (_, text) = s
+        .get(&format!(
+            "/v1/modules?limit=2&cursor={}",
+            page["next_cursor"].as_str().unwrap()
+        ))
+        .await;
+    let last: Value = serde_json::from_str(&text).unwrap();
+    assert!(last["next_cursor"].is_null(), "{last}");
+    check("last page", schema_of("get", "/v1/modules", "200"), &last);
+    let (_, text) = s.get(&format!("/v1/modules/{id}")).await;
+    check(
+        "describe",
+        schema_of("get", "/v1/modules/{id}", "200"),
+        &serde_json::from_str(&text).unwrap(),
+    );
+    let (status, out) = s
+        .post(
+            &format!("/v1/modules/{id}/invoke"),
+            json!({"export": "add", "args": [2, 3]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    check(
+        "invoke",
+        schema_of("post", "/v1/modules/{id}/invoke", "200"),
+        &out,
+    );
+    let (status, out) = s
+        .post(&format!("/v1/modules/{echo}/run"), json!({"stdin": "hi"}))
+        .await;
+    assert_eq!(status, 200, "{out}");
+    check(
+        "run",
+        schema_of("post", "/v1/modules/{id}/run", "200"),
+        &out,
+    );
+    let (_, text) = s.get("/v1/alerts").await;
+    check(
+        "alerts",
+        schema_of("get", "/v1/alerts", "200"),
+        &serde_json::from_str(&text).unwrap(),
+    );
+    let (status, err) = s
+        .post("/v1/modules/nope/invoke", json!({"export": "add"}))
+        .await;
+    assert_eq!(status, 404);
+    check("error", json!({"$ref": "#/components/schemas/Error"}), &err);
+    // Every named request schema refuses what the server refuses: unknown fields.
+    for name in [
+        "InvokeRequest",
+        "RunRequest",
+        "ExecuteRequest",
+        "CreateSession",
+        "CellRequest",
+        "Limits",
+        "CellLimits",
+    ] {
+        assert_eq!(
+            doc["components"]["schemas"][name]["additionalProperties"], false,
+            "{name}"
+        );
+    }
+    let (status, err) = s
+        .post(
+            &format!("/v1/modules/{id}/invoke"),
+            json!({"export": "add", "args": [1, 2], "limits": {"fule": 1}}),
+        )
+        .await;
+    assert_eq!((status, error_code(&err)), (400, "bad_json"), "{err}");
+    // The validator itself refuses what does not fit.
+    assert!(
+        conforms(
+            &doc,
+            &json!({"$ref": "#/components/schemas/Module"}),
+            &json!({"id": "x"}),
+            "m"
+        )
+        .is_err()
+    );
+    assert!(
+        conforms(
+            &doc,
+            &json!({"$ref": "#/components/schemas/ModuleList"}),
+            &json!({"modules": [], "next_cursor": null, "extra": 1}),
+            "m"
+        )
+        .is_err()
+    );
+    s.shut_down().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_quick_start_works_as_written() {
     let s = start(|_| {}).await;
