@@ -703,7 +703,7 @@ async fn answers_match_the_openapi_schemas() {
             json!({"export": "add", "args": [1, 2], "limits": {"fule": 1}}),
         )
         .await;
-    assert_eq!((status, error_code(&err)), (400, "bad_json"), "{err}");
+    assert_eq!((status, error_code(&err)), (422, "bad_json"), "{err}");
     // The validator itself refuses what does not fit.
     assert!(
         conforms(
